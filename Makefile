@@ -1,0 +1,50 @@
+# collectd-cgroups: `make run` runs the plugin under a real collectd, `make test` runs the whole suite.
+# Both install what they need on a fresh Debian 12 machine (as root).
+
+SHELL      := /bin/bash
+SRC        := $(CURDIR)
+VENV       := $(SRC)/.venv
+PY         := $(VENV)/bin/python
+BUILD      := $(SRC)/build
+# Debian's interpreter: the one collectd embeds (libpython3.11), not whatever python3 is first on PATH.
+SYSPY      := /usr/bin/python3
+APT_PKGS   := collectd-core collectd-utils libpython3.11 libyajl2 python3-venv iproute2 procps
+PYTEST_ARGS ?=
+
+.PHONY: deps venv run demo test clean
+
+# Debian packages, installed only when missing.
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: setup.cfg pyproject.toml | deps
+	$(SYSPY) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: deps $(VENV)/.installed
+
+$(BUILD)/collectd.conf: conf/collectd.conf.in | venv
+	mkdir -p $(BUILD)/csv
+	site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	sed -e "s|@BUILD@|$(BUILD)|g" -e "s|@SRC@|$(SRC)|g" -e "s|@SITE@|$$site|g" $< > $@
+
+run: venv $(BUILD)/collectd.conf
+	@echo "collectd in the foreground with $(BUILD)/collectd.conf (Ctrl-C stops it)."
+	@echo "No containers on this host? Run 'make demo' in another terminal."
+	exec /usr/sbin/collectd -f -C $(BUILD)/collectd.conf
+
+demo: venv
+	$(PY) -m collectd_cgroups.demo
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(BUILD) $(VENV) *.egg-info

@@ -1,0 +1,140 @@
+"""Command line: one pass over the same code path as the plugin.
+
+    collectd-cgroups                 a table, one row per container
+    collectd-cgroups --json          collectd's JSON format (as write_http's Format JSON)
+    collectd-cgroups --root DIR      read DIR/proc/... and DIR/sys/fs/cgroup/... instead of the live system
+    collectd-cgroups --pid PID       only the container that PID belongs to
+"""
+
+import argparse
+import json
+import socket
+import sys
+import time
+
+from . import containers, identifiers, readers
+from .collector import Collector, Options
+
+
+def _parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="collectd-cgroups",
+        description="One collection pass over every container cgroup; prints what the collectd plugin would dispatch.")
+    p.add_argument("--json", action="store_true", help="print collectd's JSON format")
+    p.add_argument("--root", default="/", metavar="DIR", help="read DIR/proc and DIR/sys/fs/cgroup (default /)")
+    p.add_argument("--pid", type=int, help="only the container this process belongs to")
+    p.add_argument("--layout", action="store_true", help="print the cgroup layout found and exit")
+    p.add_argument("--match", action="append", default=[], metavar="REGEX[@RUNTIME]",
+                   help="also report cgroups whose path matches REGEX (named groups: name, id); "
+                        "runtime label after the last '@' (default cgroup)")
+    p.add_argument("--ignore", action="append", default=[], metavar="REGEX", help="skip containers whose cgroup path matches")
+    p.add_argument("--runtimes", nargs="+", default=list(containers.RUNTIMES), help="built-in layouts to recognise")
+    p.add_argument("--metrics", nargs="+", default=list(readers.GROUPS), help="metric groups to read")
+    p.add_argument("--per-cpu", action="store_true", help="also per-CPU usage")
+    p.add_argument("--instance-format", default=identifiers.DEFAULT_INSTANCE_FORMAT)
+    p.add_argument("--docker-data-root", default="/var/lib/docker")
+    p.add_argument("--containers-storage", default="/var/lib/containers/storage")
+    p.add_argument("--interval", type=float, default=10.0, help="interval written into --json output")
+    return p.parse_args(argv)
+
+
+def _match_option(text):
+    regex, sep, label = text.rpartition("@")
+    if sep and label and identifiers.sanitize(label) == label and label.replace(".", "").isalnum():
+        return regex, label
+    return text, "cgroup"
+
+
+def _human_bytes(n):
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
+        n /= 1024.0
+
+
+def _table(results):
+    rows = [("CONTAINER", "RUNTIME", "CPU s", "USER s", "SYS s", "MEM USAGE", "MEM LIMIT", "PIDS", "CGROUP")]
+    for item in results:
+        s = {(t, ti): v[0] for t, ti, v in item.samples}
+        cpu = lambda k: "%.2f" % (s[("cpu", k)] / 100.0) if ("cpu", k) in s else "-"
+        rows.append((item.instance, item.container.runtime, cpu("total"), cpu("user"), cpu("system"),
+                     _human_bytes(s.get(("memory", "usage"))),
+                     _human_bytes(s.get(("memory", "limit"))) if ("memory", "limit") in s else "none",
+                     str(s.get(("count", "pids"), "-")), item.container.cgroup))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows)
+
+
+def to_collectd_json(results, host, interval, now=None):
+    """collectd's JSON format: one object per value list."""
+    now = time.time() if now is None else now
+    out = []
+    for item in results:
+        meta = item.container.meta()
+        for type_, type_instance, values in item.samples:
+            ds = identifiers.data_sources(type_)
+            out.append({
+                "values": list(values),
+                "dstypes": [t for _, t in ds],
+                "dsnames": [n for n, _ in ds],
+                "time": round(now, 3),
+                "interval": interval,
+                "host": host,
+                "plugin": identifiers.PLUGIN,
+                "plugin_instance": item.instance,
+                "type": type_,
+                "type_instance": type_instance,
+                "meta": meta,
+            })
+    return out
+
+
+def main(argv=None):
+    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    options = Options(root=args.root, groups=args.metrics, per_cpu=args.per_cpu,
+                      instance_format=args.instance_format, match=[_match_option(m) for m in args.match],
+                      ignore=args.ignore, runtimes=args.runtimes, docker_root=args.docker_data_root.rstrip("/"),
+                      storage_root=args.containers_storage.rstrip("/"))
+    warnings = []
+    try:
+        collector = Collector(options, warn=warnings.append)
+    except ValueError as e:
+        print("collectd-cgroups: %s" % e, file=sys.stderr)
+        return 2
+    if args.layout:
+        print(collector.hierarchies().describe())
+        return 0
+    found = collector.discover()
+    if args.pid is not None:
+        try:
+            paths = containers.cgroups_of_pid(args.pid, collector.prefix)
+        except OSError as e:
+            print("collectd-cgroups: cannot read the cgroups of PID %d: %s" % (args.pid, e.strerror), file=sys.stderr)
+            return 1
+        keys = set()
+        for path in paths:
+            hit = collector.discovery.matcher.container_path(path)
+            if hit is not None:
+                keys.add(hit[1][:2])
+        found = [c for c in found if c.key in keys]
+        if not found:
+            print("collectd-cgroups: PID %d is in no container cgroup (%s)" % (args.pid, ", ".join(paths)),
+                  file=sys.stderr)
+            return 1
+    results = collector.collect(found)
+    for w in warnings:
+        print("collectd-cgroups: warning: %s" % w, file=sys.stderr)
+    if args.json:
+        json.dump(to_collectd_json(results, socket.gethostname(), args.interval), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    elif results:
+        print(_table(results))
+    else:
+        print("no container found (%s)" % collector.hierarchies().describe().splitlines()[0])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""One read pass: containers x readers -> samples.
+
+Faults stay per container: a container that vanishes mid-pass, a file that
+cannot be read or a line that cannot be parsed costs only that container (or
+that file, or that line) for this pass, is logged once, and every other
+container still flows.  Nothing here raises to the caller of ``collect``.
+"""
+
+import collections
+import time
+
+from . import containers as containers_mod
+from . import fs, hierarchy, identifiers, readers
+
+HIERARCHY_REFRESH = 60.0   # seconds between re-reads of mountinfo
+
+
+class Options(object):
+    """Everything a pass depends on; the plugin fills it from collectd's
+    config, the CLI from its arguments."""
+
+    def __init__(self, root="/", groups=readers.GROUPS, per_cpu=False,
+                 instance_format=identifiers.DEFAULT_INSTANCE_FORMAT,
+                 match=(), ignore=(), runtimes=containers_mod.RUNTIMES,
+                 docker_root="/var/lib/docker", storage_root="/var/lib/containers/storage"):
+        self.root = root
+        self.groups = tuple(groups)
+        self.per_cpu = per_cpu
+        self.instance_format = instance_format
+        self.match = list(match)      # [(regex string, runtime label)]
+        self.ignore = list(ignore)    # [regex string]
+        self.runtimes = tuple(runtimes)
+        self.docker_root = docker_root
+        self.storage_root = storage_root
+
+    def validate(self):
+        """Raise ValueError naming the option at fault."""
+        identifiers.check_instance_format(self.instance_format)
+        containers_mod.compile_patterns([p for p, _ in self.match], "Match")
+        containers_mod.compile_patterns(self.ignore, "Ignore")
+        for label in (label for _, label in self.match):
+            if identifiers.sanitize(label) != label:
+                raise ValueError("Match: runtime label %r may use only letters, digits and _.:+@=,-" % label)
+        for g in self.groups:
+            if g not in readers.GROUPS:
+                raise ValueError("Metrics: unknown group %r; known: %s" % (g, ", ".join(readers.GROUPS)))
+        for r in self.runtimes:
+            if r not in containers_mod.RUNTIMES:
+                raise ValueError("Runtimes: unknown runtime %r; known: %s"
+                                 % (r, ", ".join(containers_mod.RUNTIMES)))
+
+
+class LogOnce(object):
+    """Logs a message the first time its key is seen (bounded memory)."""
+
+    def __init__(self, log, capacity=4096):
+        self.log = log
+        self.capacity = capacity
+        self._seen = collections.OrderedDict()
+
+    def __call__(self, key, message):
+        if key in self._seen:
+            return
+        self._seen[key] = True
+        if len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
+        self.log(message)
+
+
+ContainerSamples = collections.namedtuple("ContainerSamples", "container instance samples")
+
+
+class Collector(object):
+    def __init__(self, options, warn=lambda msg: None, info=lambda msg: None, clock=time.monotonic):
+        options.validate()
+        self.options = options
+        self.prefix = "" if options.root in ("", "/") else options.root.rstrip("/")
+        self.warn_once = LogOnce(warn)
+        self.info_once = LogOnce(info)
+        self.clock = clock
+        matcher = containers_mod.Matcher(
+            match=[(r, label) for r, (_, label) in zip(
+                containers_mod.compile_patterns([p for p, _ in options.match], "Match"), options.match)],
+            ignore=containers_mod.compile_patterns(options.ignore, "Ignore"),
+            runtimes=options.runtimes)
+        self.discovery = containers_mod.Discovery(matcher, containers_mod.NameResolver(
+            self.prefix, options.docker_root, options.storage_root, clock=clock))
+        self.readers = readers.build(options.groups, per_cpu=options.per_cpu)
+        self._hierarchies = None
+        self._hierarchies_at = None
+        self._absent = {}   # container key -> names of files this cgroup does not have
+
+    # -- discovery ---------------------------------------------------------
+
+    def hierarchies(self):
+        now = self.clock()
+        if self._hierarchies is None or now - self._hierarchies_at >= HIERARCHY_REFRESH:
+            try:
+                self._hierarchies = hierarchy.load(self.options.root)
+            except OSError as e:
+                self.warn_once(("mountinfo", e.errno), "cannot read the cgroup mounts: %s" % e)
+                if self._hierarchies is None:
+                    self._hierarchies = hierarchy.Hierarchies([])
+            self._hierarchies_at = now
+        return self._hierarchies
+
+    def discover(self):
+        try:
+            return self.discovery.discover(self.hierarchies())
+        except Exception as e:  # a bug or a bizarre tree: report, never take collectd down
+            self.warn_once(("discover", repr(e)), "container discovery failed: %r" % (e,))
+            return []
+
+    # -- reading -----------------------------------------------------------
+
+    def read(self, container):
+        """Samples of one container.  Raises fs.Gone when it vanished."""
+        hier = self.hierarchies()
+        absent = self._absent.setdefault(container.key, set())
+        out = []
+        for reader in self.readers:
+            mount = hier.unified if reader.controller == "unified" else hier.mount_for(reader.controller)
+            if mount is None:
+                continue
+            directory = container.dirs.get(mount.path)
+            if directory is None:
+                continue
+            files = reader.files_v1 if mount.version == 1 else reader.files_v2
+            if not files:
+                continue
+            data = {}
+            for name in files:
+                if name in absent:
+                    continue
+                try:
+                    content = fs.read_cgroup_file(directory, name)
+                except fs.Gone:
+                    raise
+                except OSError as e:
+                    self.warn_once((container.key, name, e.errno),
+                                   "%s: cannot read %s/%s: %s (skipped)" % (container.cgroup, directory, name, e.strerror))
+                    continue
+                if content is None:
+                    absent.add(name)
+                else:
+                    data[name] = content
+            if not data:
+                continue
+            bad = []
+            try:
+                samples = reader.parse_v1(data, bad) if mount.version == 1 else reader.parse_v2(data, bad)
+            except (ValueError, KeyError, IndexError) as e:
+                self.warn_once((container.key, reader.group, "parse"),
+                               "%s: malformed %s data, %s figures skipped: %s"
+                               % (container.cgroup, "/".join(sorted(data)), reader.group, e))
+                continue
+            for entry in bad:
+                self.warn_once((reader.group, entry),
+                               "%s: skipped %s in %s data (seen first in %s)"
+                               % (reader.group, _describe(entry), "/".join(sorted(data)), container.cgroup))
+            out.extend(samples)
+        return out
+
+    def collect(self, containers=None):
+        """One pass.  Returns [ContainerSamples]; never raises."""
+        if containers is None:
+            containers = self.discover()
+        results = []
+        instances = set()
+        for container in containers:
+            try:
+                samples = self.read(container)
+            except fs.Gone:
+                self.info_once((container.key, "gone"), "%s: gone during the pass" % container.cgroup)
+                continue
+            except Exception as e:  # contain any fault to this container
+                self.warn_once((container.key, "error", repr(e)),
+                               "%s: skipped, unexpected error: %r" % (container.cgroup, e))
+                continue
+            if not samples:
+                continue
+            instance = identifiers.plugin_instance(container, self.options.instance_format)
+            if instance in instances:
+                unique = identifiers.sanitize("%s-%s" % (instance, container.short_id))
+                self.warn_once((container.key, "dup"), "%s: identifier %s already taken in this pass, "
+                               "using %s" % (container.cgroup, instance, unique))
+                instance = unique
+            instances.add(instance)
+            results.append(ContainerSamples(container, instance, samples))
+        if len(self._absent) > len(containers):
+            live = set(c.key for c in containers)
+            for key in [k for k in self._absent if k not in live]:
+                del self._absent[key]
+        return results
+
+
+def _describe(entry):
+    if isinstance(entry, bytes):
+        return "malformed line %r" % entry[:80]
+    return entry

@@ -1,0 +1,177 @@
+"""Cgroup hierarchies from /proc/self/mountinfo.
+
+Handles v1 with one controller per mount, co-mounted controllers
+(``cpu,cpuacct``), named hierarchies (``name=systemd``), the legacy single
+mount with every controller in one tree, pure v2 and hybrid (v1 controllers
+plus a cgroup2 mount).  For each controller the plugin reads, ``Hierarchies``
+says which mount serves it and whether that mount speaks v1 or v2.
+
+Every path is joined to a root prefix, so the same code reads the live
+system (root ``/``) or a captured tree (``--root DIR``).
+"""
+
+import os
+import re
+
+from . import fs
+
+# Controllers whose files the plugin reads, and the cgroup2 name of each.
+V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids", "blkio")
+V2_NAME = {"cpu": "cpu", "cpuacct": "cpu", "memory": "memory", "pids": "pids", "blkio": "io"}
+
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def _unescape(field):
+    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
+    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+class Mount(object):
+    """One mounted cgroup hierarchy."""
+
+    __slots__ = ("version", "path", "root", "controllers", "name")
+
+    def __init__(self, version, path, root, controllers, name=None):
+        self.version = version          # 1 or 2
+        self.path = path                # directory on this filesystem (root prefix applied)
+        self.root = root                # cgroup path of the mount's top directory ("/" normally)
+        self.controllers = frozenset(controllers)
+        self.name = name                # v1 named hierarchy, e.g. "systemd"
+
+    def dir_for(self, cgroup_path):
+        """Directory of a cgroup path (as in /proc/<pid>/cgroup) under this mount, or None."""
+        root = self.root.rstrip("/")
+        if root:
+            if cgroup_path != root and not cgroup_path.startswith(root + "/"):
+                return None
+            cgroup_path = cgroup_path[len(root):]
+        return self.path + cgroup_path.rstrip("/") if cgroup_path not in ("", "/") else self.path
+
+    def __repr__(self):
+        return "Mount(v%d %s root=%s %s)" % (self.version, self.path, self.root,
+                                            ",".join(sorted(self.controllers)) or self.name)
+
+
+def parse_mountinfo(text, prefix=""):
+    """Cgroup mounts listed in a mountinfo text, in mount order."""
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split(" ")
+        try:
+            sep = fields.index("-", 6)
+            fstype, superopts = fields[sep + 1], fields[sep + 3]
+            root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
+        except (ValueError, IndexError):
+            continue
+        path = prefix + mountpoint if prefix else mountpoint
+        if fstype == "cgroup2":
+            mounts.append(Mount(2, path, root, ()))
+        elif fstype == "cgroup":
+            controllers, name = [], None
+            for opt in superopts.split(","):
+                if opt.startswith("name="):
+                    name = opt[5:]
+                elif opt in KNOWN_V1_CONTROLLERS:
+                    controllers.append(opt)
+            mounts.append(Mount(1, path, root, controllers, name))
+    return mounts
+
+
+# Every v1 controller the kernel has had; mount options besides these are flags.
+KNOWN_V1_CONTROLLERS = frozenset((
+    "cpuset", "cpu", "cpuacct", "blkio", "memory", "devices", "freezer",
+    "net_cls", "perf_event", "net_prio", "hugetlb", "pids", "rdma", "misc", "debug"))
+
+
+def parse_proc_cgroups(text):
+    """/proc/cgroups -> {controller: (hierarchy_id, enabled)}; hierarchy 0 means v2 or unmounted."""
+    known = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) >= 4 and parts[1].isdigit() and parts[3].isdigit():
+            known[parts[0]] = (int(parts[1]), parts[3] == "1")
+    return known
+
+
+class Hierarchies(object):
+    """Which mount serves each controller, for one root prefix."""
+
+    def __init__(self, mounts, known_controllers=None, v2_controllers=()):
+        self.mounts = mounts
+        self.known = known_controllers or {}
+        self.unified = None
+        self.by_controller = {}
+        # A hierarchy can be mounted more than once (bind mounts); the first mount of
+        # the widest root wins.
+        for m in sorted(mounts, key=lambda m: len(m.root.rstrip("/"))):
+            if m.version == 1:
+                for c in m.controllers:
+                    self.by_controller.setdefault(c, m)
+            elif self.unified is None:
+                self.unified = m
+        self.v2_controllers = frozenset(v2_controllers)
+        if self.unified is not None:
+            for c in V1_CONTROLLERS:
+                if c not in self.by_controller and V2_NAME[c] in self.v2_controllers:
+                    self.by_controller[c] = self.unified
+
+    @property
+    def mode(self):
+        """'v1', 'v2', 'hybrid' or 'none'."""
+        has_v1 = any(m.version == 1 and m.controllers for m in self.mounts)
+        if has_v1 and self.unified is not None:
+            return "hybrid"
+        if has_v1:
+            return "v1"
+        if self.unified is not None:
+            return "v2"
+        return "none"
+
+    def mount_for(self, controller):
+        return self.by_controller.get(controller)
+
+    def walk_mounts(self):
+        """Distinct mounts worth walking for containers: every mount serving a
+        controller we read, plus the cgroup2 mount (pressure files live there)."""
+        seen, out = set(), []
+        for c in V1_CONTROLLERS:
+            m = self.by_controller.get(c)
+            if m is not None and id(m) not in seen:
+                seen.add(id(m))
+                out.append(m)
+        if self.unified is not None and id(self.unified) not in seen:
+            out.append(self.unified)
+        return out
+
+    def describe(self):
+        lines = ["cgroup layout: %s" % self.mode]
+        for c in V1_CONTROLLERS:
+            m = self.by_controller.get(c)
+            lines.append("  %-8s %s" % (c, "v%d %s" % (m.version, m.path) if m else "not mounted"))
+        if self.unified is not None:
+            lines.append("  %-8s %s (controllers: %s)" % (
+                "cgroup2", self.unified.path, " ".join(sorted(self.v2_controllers)) or "none"))
+        return "\n".join(lines)
+
+
+def load(root="/"):
+    """Read the hierarchies of the system under ``root``."""
+    prefix = "" if root in ("", "/") else root.rstrip("/")
+    mountinfo = fs.read_text(prefix + "/proc/self/mountinfo")
+    mounts = parse_mountinfo(mountinfo, prefix)
+    try:
+        known = parse_proc_cgroups(fs.read_text(prefix + "/proc/cgroups"))
+    except OSError:
+        known = {}
+    v2_controllers = ()
+    for m in mounts:
+        if m.version == 2:
+            try:
+                v2_controllers = fs.read_text(os.path.join(m.path, "cgroup.controllers")).split()
+            except OSError:
+                pass
+            break
+    return Hierarchies(mounts, known, v2_controllers)

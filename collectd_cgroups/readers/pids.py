@@ -1,0 +1,23 @@
+"""Number of tasks (processes and threads) and the tasks limit."""
+
+from . import formats
+
+
+class Pids(object):
+    group = "pids"
+    controller = "pids"
+    files_v1 = files_v2 = ("pids.current", "pids.max")
+
+    def parse_v1(self, data, bad):
+        out = []
+        current = data.get("pids.current")
+        if current is not None:
+            out.append(("count", "pids", (formats.single_value(current),)))
+        limit = data.get("pids.max")
+        if limit is not None:
+            limit = formats.single_value(limit)
+            if limit is not None:  # "max" means no limit: not dispatched
+                out.append(("count", "pids_limit", (limit,)))
+        return out
+
+    parse_v2 = parse_v1
