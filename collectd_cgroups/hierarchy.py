@@ -115,7 +115,9 @@ class Hierarchies(object):
         self.v2_controllers = frozenset(v2_controllers)
         if self.unified is not None:
             for c in V1_CONTROLLERS:
-                if c not in self.by_controller and V2_NAME[c] in self.v2_controllers:
+                # cgroup2 has cpu.stat usage figures in every cgroup, with or without
+                # the cpu controller: CPU usage never depends on it being enabled.
+                if c not in self.by_controller and (V2_NAME[c] in self.v2_controllers or c == "cpuacct"):
                     self.by_controller[c] = self.unified
 
     @property
