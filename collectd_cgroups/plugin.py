@@ -17,80 +17,13 @@ import collectd
 
 from . import identifiers
 from .collector import Collector, Options
+from .config import ConfigError, parse_config  # noqa: F401 (ConfigError re-exported)
 
 NAME = "collectd_cgroups"
 
 
 def _log(fn):
     return lambda msg: fn("%s: %s" % (NAME, msg))
-
-
-class ConfigError(ValueError):
-    pass
-
-
-def _strings(node, minimum=1, maximum=None):
-    values = node.values
-    if len(values) < minimum or (maximum is not None and len(values) > maximum) \
-            or not all(isinstance(v, str) for v in values):
-        want = "%d" % minimum if minimum == maximum else "%d or more" % minimum if maximum is None \
-            else "%d to %d" % (minimum, maximum)
-        raise ConfigError("%s: expects %s string argument(s), got %r" % (node.key, want, list(values)))
-    return list(values)
-
-
-def _bool(node):
-    if len(node.values) != 1 or not isinstance(node.values[0], bool):
-        raise ConfigError("%s: expects true or false, got %r" % (node.key, list(node.values)))
-    return node.values[0]
-
-
-def _number(node):
-    if len(node.values) != 1 or isinstance(node.values[0], bool) \
-            or not isinstance(node.values[0], (int, float)) or node.values[0] <= 0:
-        raise ConfigError("%s: expects a positive number, got %r" % (node.key, list(node.values)))
-    return float(node.values[0])
-
-
-def parse_config(node):
-    """A <Module> block -> (Options, interval, send_meta).  ConfigError names the option."""
-    opts = Options()
-    interval = None
-    send_meta = False
-    for child in node.children:
-        key = child.key.lower()
-        if key == "match":
-            values = _strings(child, 1, 2)
-            opts.match.append((values[0], values[1] if len(values) > 1 else "cgroup"))
-        elif key == "ignore":
-            opts.ignore.extend(_strings(child))
-        elif key == "runtimes":
-            opts.runtimes = tuple(_strings(child))
-        elif key == "metrics":
-            opts.groups = tuple(_strings(child))
-        elif key == "percpu":
-            opts.per_cpu = _bool(child)
-        elif key == "instanceformat":
-            opts.instance_format = _strings(child, 1, 1)[0]
-        elif key == "dockerdataroot":
-            opts.docker_root = _strings(child, 1, 1)[0].rstrip("/")
-        elif key == "containersstorage":
-            opts.storage_root = _strings(child, 1, 1)[0].rstrip("/")
-        elif key == "hostroot":
-            opts.root = _strings(child, 1, 1)[0]
-        elif key == "interval":
-            interval = _number(child)
-        elif key == "sendmeta":
-            send_meta = _bool(child)
-        else:
-            raise ConfigError("%s: unknown option (known: Match, Ignore, Runtimes, Metrics, PerCPU, "
-                              "InstanceFormat, DockerDataRoot, ContainersStorage, HostRoot, "
-                              "Interval, SendMeta)" % child.key)
-    try:
-        opts.validate()
-    except ValueError as e:
-        raise ConfigError(str(e))
-    return opts, interval, send_meta
 
 
 class Instance(object):
