@@ -299,6 +299,11 @@ main(float(a[0]), int(a[1]), int(a[2]), float(a[3]), float(a[4]), int(a[5]), flo
 """
 
 
+# The program travels in the environment so that ps and top show a short command line.
+_ENV_VAR = "CCG_SYNTHETIC_WORKLOAD"
+_BOOTSTRAP = "import os;exec(os.environ.pop(%r))  # collectd_cgroups.synthetic workload" % _ENV_VAR
+
+
 def _python_executable():
     """A real Python interpreter: sys.executable, unless it is not one (as inside collectd)."""
     for candidate in (sys.executable, getattr(sys, "_base_executable", None)):
@@ -365,8 +370,13 @@ class SyntheticProcess:
         except subprocess.TimeoutExpired:
             rc = None
         text = self._stderr.decode(errors="replace")
-        return WorkloadError("workload pid %d in %s %s (exit status %s)"
-                             % (self.pid, self.container.path, why, rc), text, rc)
+        if rc is not None and rc < 0:
+            status = "killed by %s%s" % (signal.Signals(-rc).name,
+                                         " (out of memory?)" if rc == -signal.SIGKILL else "")
+        else:
+            status = "exit status %s" % rc
+        return WorkloadError("workload pid %d in %s %s (%s)"
+                             % (self.pid, self.container.path, why, status), text, rc)
 
     def _pump(self, timeout):
         """Read readiness; True once ready, False on timeout, WorkloadError if it died first."""
@@ -431,7 +441,9 @@ class SyntheticProcess:
         cannot be reused meanwhile), then the workload itself.  Does not wait."""
         for pid in self._victims(listed):
             _kill(pid)
-        if self.popen.returncode is None:
+        # The workload leads its own session: checking that also guards against a reused PID when
+        # SIGCHLD is ignored (as in collectd) and the kernel reaped it behind Popen's back.
+        if self.popen.returncode is None and _getsid(self.pid) == self.pid:
             _kill(self.pid)
         self._close_pipe()
 
@@ -550,13 +562,13 @@ class SyntheticContainer:
             raise ValueError("duty must be within 0..1")
         if exit_after is not None and not float(exit_after) >= 0:
             raise ValueError("exit_after must be None or >= 0")
-        argv = [self.tree.python, "-I", "-S", "-c", _WORKLOAD,
+        argv = [self.tree.python, "-I", "-S", "-c", _BOOTSTRAP,
                 repr(cpu_seconds), str(memory_mib), str(children), repr(duty),
                 repr(-1.0 if exit_after is None else float(exit_after)),
                 str(os.getpid()), repr(float(ORPHAN_CHECK_INTERVAL))]
         popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE, close_fds=True, start_new_session=True,
-                                 cwd="/", bufsize=0)
+                                 cwd="/", bufsize=0, env=self.tree._env)
         proc = SyntheticProcess(self, popen)
         self.processes.append(proc)
         pid = b"%d" % popen.pid
@@ -652,6 +664,8 @@ def _cleanup_live_trees():
     with _LIVE_LOCK:
         trees = list(_LIVE_TREES)
     for tree in trees:
+        if tree._owner_pid != os.getpid():      # a forked child exiting: not its containers
+            continue
         try:
             tree.cleanup()
         except Exception as e:      # at exit: report, carry on with the others
@@ -679,6 +693,7 @@ class CgroupTree:
             check_path(mp)
         self.controllers = tuple(controllers)
         self.python = python or _python_executable()
+        self._env = dict(os.environ, **{_ENV_VAR: _WORKLOAD})
         v1_keys = [k for k in self.hierarchies if k != UNIFIED]
         if UNIFIED in self.hierarchies:
             self.mode = "hybrid" if any(not k.startswith("name=") for k in v1_keys) else "v2"
@@ -687,6 +702,7 @@ class CgroupTree:
         self.v1_controllers = {c for c in self.controllers if c in self.hierarchies and c != UNIFIED}
         self.v2_controllers = set()     # cgroup2 controllers we enable and use, set in _setup()
         self._containers = {}
+        self._owner_pid = os.getpid()
         self._lock = threading.RLock()
         self._ready = False
         with _LIVE_LOCK:
@@ -767,6 +783,8 @@ class CgroupTree:
             if name in self._containers:
                 raise CgroupError("container %s/%s exists already" % (self.path, name))
             self._setup()
+            with _LIVE_LOCK:
+                _LIVE_TREES.add(self)
             dirs = {}
             for c in self.controllers:
                 if c in self.v1_controllers:
