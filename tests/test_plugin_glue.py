@@ -1,0 +1,349 @@
+"""The collectd glue (collectd_cgroups.plugin) against a test double of the collectd module.
+
+The plugin keeps module-level state (config blocks, instances) and registers
+its callbacks at import, so every test installs a fresh fake_collectd in
+sys.modules and imports the plugin afresh.
+"""
+
+import importlib
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import fake_collectd  # noqa: E402
+from fake_collectd import module_block, option  # noqa: E402
+
+from collectd_cgroups import collector as collector_mod  # noqa: E402
+from collectd_cgroups import containers, identifiers, readers  # noqa: E402
+
+NAME = "collectd_cgroups"
+
+
+@pytest.fixture
+def env(monkeypatch):
+    """(fake collectd module, freshly imported plugin module)."""
+    fake = fake_collectd.FakeCollectd()
+    monkeypatch.setitem(sys.modules, "collectd", fake)
+    sys.modules.pop("collectd_cgroups.plugin", None)
+    plugin = importlib.import_module("collectd_cgroups.plugin")
+    assert plugin.collectd is fake
+    yield fake, plugin
+    sys.modules.pop("collectd_cgroups.plugin", None)
+
+
+def configure(fake, *options):
+    fake.run_config(module_block(*options))
+
+
+def instances(plugin):
+    return list(plugin._instances)
+
+
+def fake_container(name, runtime="cgroup"):
+    c = containers.Container(runtime, "/pfx/%s" % name, name, "/pfx/%s" % name)
+    c.dirs["/sys/fs/cgroup/memory"] = "/sys/fs/cgroup/memory/pfx/%s" % name
+    return c
+
+
+def result(name, samples=(("memory", "usage", (4096,)), ("cpu", "total", (7,)), ("count", "pids", (3,)))):
+    c = fake_container(name)
+    return collector_mod.ContainerSamples(c, identifiers.plugin_instance(c), list(samples))
+
+
+def script(monkeypatch, instance, passes):
+    """Make the instance's collector return ``passes`` one after the other (then the last one)."""
+    passes = list(passes)
+
+    def collect(containers=None):
+        return passes.pop(0) if len(passes) > 1 else passes[0]
+    monkeypatch.setattr(instance.collector, "collect", collect)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Registration
+
+
+def test_import_registers_config_init_shutdown_but_no_read(env):
+    fake, plugin = env
+    assert [name for _, _, name in fake.configs] == [NAME]
+    assert len(fake.inits) == 1 and len(fake.shutdowns) == 1
+    assert fake.reads == []        # read callbacks come from init, one per <Module> block
+
+
+def test_no_module_block_gives_one_default_instance(env):
+    fake, plugin = env
+    fake.run_init()
+    assert len(fake.reads) == 1
+    read = fake.reads[0]
+    assert read["name"] == NAME and read["interval"] is None    # collectd's global Interval
+    (inst,) = instances(plugin)
+    opts, defaults = inst.collector.options, collector_mod.Options()
+    for attr in ("root", "groups", "per_cpu", "instance_format", "match", "ignore", "runtimes",
+                 "docker_root", "storage_root"):
+        assert getattr(opts, attr) == getattr(defaults, attr), attr
+    assert inst.send_meta is False
+    assert fake.messages("info", "instance %s ready" % NAME)
+    assert not fake.messages("error") and not fake.messages("warning")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Options
+
+
+def test_every_option_parsed_with_keys_in_any_case(env, tmp_path):
+    fake, plugin = env
+    configure(fake,
+              option("mAtCh", "^/batch/(?P<name>[^/]+)$", "batch"),
+              option("MATCH", "^/other/(?P<id>[^/]+)$"),
+              option("iGnOrE", "^/batch/skip", "^/other/x"),
+              option("ignore", "^/more"),
+              option("RUNTIMES", "docker", "lxc"),
+              option("metrics", "cpu", "pids"),
+              option("percpu", True),
+              option("INSTANCEFORMAT", "{runtime}_{short_id}"),
+              option("dockerDataRoot", "/srv/docker/"),
+              option("containersstorage", "/srv/storage/"),
+              option("HOSTROOT", str(tmp_path)),
+              option("interval", 2.5),
+              option("SENDMETA", True))
+    fake.run_init()
+    (inst,) = instances(plugin)
+    opts = inst.collector.options
+    assert opts.match == [("^/batch/(?P<name>[^/]+)$", "batch"), ("^/other/(?P<id>[^/]+)$", "cgroup")]
+    assert opts.ignore == ["^/batch/skip", "^/other/x", "^/more"]
+    assert opts.runtimes == ("docker", "lxc")
+    assert opts.groups == ("cpu", "pids")
+    assert opts.per_cpu is True
+    assert opts.instance_format == "{runtime}_{short_id}"
+    assert opts.docker_root == "/srv/docker"
+    assert opts.storage_root == "/srv/storage"
+    assert opts.root == str(tmp_path)
+    assert inst.send_meta is True
+    assert inst.interval == 2.5 and inst.values.interval == 2.5
+    assert [(r["name"], r["interval"]) for r in fake.reads] == [(NAME, 2.5)]
+    # The readers follow Metrics and PerCPU.
+    assert {r.group for r in inst.collector.readers} == {"cpu", "pids"}
+    assert any(getattr(r, "per_cpu", False) for r in inst.collector.readers)
+    assert not fake.messages("error")
+
+
+def test_booleans_false_and_defaults_kept(env):
+    fake, plugin = env
+    configure(fake, option("PerCPU", False), option("SendMeta", False))
+    fake.run_init()
+    (inst,) = instances(plugin)
+    assert inst.collector.options.per_cpu is False and inst.send_meta is False
+    assert fake.reads[0]["interval"] is None
+    assert inst.values.interval == 0.0          # unset: collectd fills in the read interval
+
+
+BAD = [
+    ("Match", ()),
+    ("Match", ("a", "b", "c")),
+    ("Match", (1.0,)),
+    ("Match", ("^/x/(?P<name>[^/]+$",)),
+    ("Match", ("^/x/(?P<name>[^/]+)$", "two words")),
+    ("Ignore", ()),
+    ("Ignore", ("[",)),
+    ("Runtimes", ()),
+    ("Runtimes", ("docker", "rkt")),
+    ("Metrics", ("disk",)),
+    ("Metrics", (True,)),
+    ("PerCPU", ("yes",)),
+    ("PerCPU", (1.0,)),
+    ("PerCPU", ()),
+    ("InstanceFormat", ("{runtime}-{nope}",)),
+    ("InstanceFormat", ("static",)),
+    ("InstanceFormat", ("{name",)),
+    ("InstanceFormat", ("{name}", "{id}")),
+    ("DockerDataRoot", (1.0,)),
+    ("DockerDataRoot", ()),
+    ("ContainersStorage", ("/a", "/b")),
+    ("HostRoot", (True,)),
+    ("Interval", (-1.0,)),
+    ("Interval", (0.0,)),
+    ("Interval", ("10",)),
+    ("Interval", (True,)),
+    ("Interval", (1.0, 2.0)),
+    ("SendMeta", ("true",)),
+    ("SendMeta", (0.0,)),
+    ("Bogus", ("x",)),
+]
+
+
+@pytest.mark.parametrize("key,values", BAD, ids=["%s%r" % (k, v) for k, v in BAD])
+def test_bad_value_raises_config_error_naming_the_option(env, key, values):
+    fake, plugin = env
+    with pytest.raises(plugin.ConfigError) as info:
+        configure(fake, option("Match", "^/fine/(?P<name>[^/]+)$"), option(key, *values))
+    assert str(info.value).startswith(key), str(info.value)
+    errors = fake.messages("error")
+    assert len(errors) == 1 and errors[0].startswith("%s: configuration error: %s" % (NAME, key)), errors
+    assert plugin._config_blocks == []          # nothing half-configured is kept
+
+
+def test_config_error_is_a_value_error(env):
+    fake, plugin = env
+    assert issubclass(plugin.ConfigError, ValueError)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Instances and read callbacks
+
+
+def test_two_blocks_two_read_callbacks(env):
+    fake, plugin = env
+    fake.run_config(module_block(option("Match", "^/a/(?P<name>[^/]+)$"), option("Interval", 5.0)),
+                    module_block(option("Match", "^/b/(?P<name>[^/]+)$", "bee"),
+                                 option("InstanceFormat", "{name}.{runtime}")))
+    fake.run_init()
+    assert [(r["name"], r["interval"]) for r in fake.reads] == [(NAME, 5.0), (NAME + "-1", None)]
+    a, b = instances(plugin)
+    assert a.collector.options.match == [("^/a/(?P<name>[^/]+)$", "cgroup")]
+    assert b.collector.options.match == [("^/b/(?P<name>[^/]+)$", "bee")]
+    assert b.collector.options.instance_format == "{name}.{runtime}"
+    assert a.collector is not b.collector and a.values is not b.values
+    assert fake.reads[0]["callback"] == a.read and fake.reads[1]["callback"] == b.read
+    assert len(fake.messages("info", "ready")) == 2
+
+
+def test_read_dispatches_samples(env, monkeypatch):
+    fake, plugin = env
+    configure(fake, option("Interval", 3.0))
+    fake.run_init()
+    (inst,) = instances(plugin)
+    script(monkeypatch, inst, [[result("web"), result("db", [("count", "pids", (1,))])]])
+    fake.run_reads()
+    got = [(d["plugin"], d["plugin_instance"], d["type"], d["type_instance"], d["values"], d["interval"])
+           for d in fake.dispatched]
+    assert got == [
+        ("container", "cgroup-web", "memory", "usage", (4096,), 3.0),
+        ("container", "cgroup-web", "cpu", "total", (7,), 3.0),
+        ("container", "cgroup-web", "count", "pids", (3,), 3.0),
+        ("container", "cgroup-db", "count", "pids", (1,), 3.0),
+    ]
+    assert all(d["meta"] == {} for d in fake.dispatched)        # SendMeta is off by default
+    assert all(d["host"] == "" and d["time"] == 0.0 for d in fake.dispatched)   # collectd fills them in
+
+
+def test_send_meta_attaches_each_containers_meta(env, monkeypatch):
+    fake, plugin = env
+    configure(fake, option("SendMeta", True))
+    fake.run_init()
+    (inst,) = instances(plugin)
+    script(monkeypatch, inst, [[result("web"), result("db")]])
+    fake.run_reads()
+    metas = {d["plugin_instance"]: d["meta"] for d in fake.dispatched}
+    assert metas == {
+        "cgroup-web": {"runtime": "cgroup", "container_id": "/pfx/web", "cgroup": "/pfx/web"},
+        "cgroup-db": {"runtime": "cgroup", "container_id": "/pfx/db", "cgroup": "/pfx/db"},
+    }
+    assert len(fake.dispatched) == 6
+
+
+def test_read_never_raises_when_the_collector_raises_and_logs_once(env, monkeypatch):
+    fake, plugin = env
+    configure(fake, option("Match", "^/x/(?P<name>[^/]+)$"))
+    fake.run_init()
+    (inst,) = instances(plugin)
+    calls = []
+
+    def boom(containers=None):
+        calls.append(1)
+        raise RuntimeError("collector exploded")
+    monkeypatch.setattr(inst.collector, "collect", boom)
+    fake.run_reads(times=5)                       # must not raise
+    assert len(calls) == 5
+    failures = fake.messages(containing="collector exploded")
+    assert len(failures) == 1, fake.logs
+    assert failures[0].startswith(NAME + ": ")
+    assert fake.dispatched == []
+    # Recovery: the next good pass dispatches again.
+    script(monkeypatch, inst, [[result("web")]])
+    fake.run_reads()
+    assert len(fake.dispatched) == 3
+
+
+def test_read_never_raises_when_dispatch_fails(env, monkeypatch):
+    fake, plugin = env
+    fake.run_init()
+    (inst,) = instances(plugin)
+    script(monkeypatch, inst, [[result("web")]])
+
+    def refuse(record):
+        raise fake_collectd.DispatchError("queue full")
+    fake.dispatch_hook = refuse
+    fake.run_reads(times=4)
+    assert len(fake.messages(containing="queue full")) == 1, fake.logs
+
+
+def test_read_never_raises_on_a_real_pass_that_goes_wrong(env, monkeypatch):
+    """The real collector with a broken reader: contained per container, logged once."""
+    fake, plugin = env
+    fake.run_init()
+    (inst,) = instances(plugin)
+
+    def broken_read(container):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(inst.collector, "read", broken_read)
+    c = fake_container("web")
+    monkeypatch.setattr(inst.collector, "discover", lambda: [c])
+    fake.run_reads(times=3)
+    assert fake.dispatched == []
+    assert len(fake.messages("warning", "/pfx/web: skipped")) == 1, fake.logs
+
+
+def test_no_container_message_logged_once_per_transition(env, monkeypatch):
+    fake, plugin = env
+    fake.run_init()
+    (inst,) = instances(plugin)
+    passes = [[], [], [], [result("web")], [result("web"), result("db")], [result("web")], [], [], [result("db")]]
+    script(monkeypatch, inst, passes)
+    fake.run_reads(times=len(passes))
+    transitions = [m for m in fake.messages("info") if "container found" in m or "container(s) found" in m]
+    assert transitions == [
+        NAME + ": no container found (start one, or run `make demo`)",
+        NAME + ": 1 container(s) found",
+        NAME + ": no container found (start one, or run `make demo`)",
+        NAME + ": 1 container(s) found",
+    ], transitions
+
+
+def test_dispatched_identifiers_respect_collectd_limits(env, monkeypatch):
+    """A long, odd container name still gives a valid identifier (checked by the fake's dispatch)."""
+    fake, plugin = env
+    fake.run_init()
+    (inst,) = instances(plugin)
+    c = containers.Container("cgroup", "/x/" + "n" * 300, "we b/\u00e9" + "n" * 300, "/x/y")
+    item = collector_mod.ContainerSamples(c, identifiers.plugin_instance(c), [("count", "pids", (1,))])
+    script(monkeypatch, inst, [[item]])
+    fake.run_reads()
+    (d,) = fake.dispatched
+    assert len(d["plugin_instance"]) <= 127 and "/" not in d["plugin_instance"] and " " not in d["plugin_instance"]
+
+
+def test_every_sample_type_is_a_stock_type(env):
+    """What the readers emit fits collectd's types.db: the fake's dispatch would refuse anything else."""
+    fake, plugin = env
+    stock = fake_collectd.load_types()
+    for type_, sources in identifiers.TYPES.items():
+        assert type_ in stock
+        assert tuple(t.upper() for _, t in sources) == tuple(t.upper() for _, t in stock[type_])
+    for reader in readers.build(readers.GROUPS, per_cpu=True):
+        assert reader.group in readers.GROUPS
+
+
+def test_shutdown_drops_instances(env):
+    fake, plugin = env
+    fake.run_init()
+    assert len(instances(plugin)) == 1
+    fake.run_shutdown()
+    assert instances(plugin) == []
+
+
+def test_fresh_import_per_test_has_no_leftover_state(env):
+    fake, plugin = env
+    assert plugin._config_blocks == [] and plugin._instances == []
