@@ -102,6 +102,7 @@ class Collector(object):
                 if self._hierarchies is None:
                     self._hierarchies = hierarchy.Hierarchies([])
             self._hierarchies_at = now
+            self._absent.clear()  # re-probe absent files now and then: kernels and cgroups change
         return self._hierarchies
 
     def discover(self):
@@ -182,6 +183,10 @@ class Collector(object):
             instance = identifiers.plugin_instance(container, self.options.instance_format)
             if instance in instances:
                 unique = identifiers.sanitize("%s-%s" % (instance, container.short_id))
+                n = 2
+                while unique in instances:  # Match ids are paths: their short ids can collide too
+                    unique = identifiers.sanitize("%s-%s-%d" % (instance, container.short_id, n))
+                    n += 1
                 self.warn_once((container.key, "dup"), "%s: identifier %s already taken in this pass, "
                                "using %s" % (container.cgroup, instance, unique))
                 instance = unique

@@ -22,7 +22,7 @@ _BASENAME = re.compile(
     r"|docker-(?P<docker>[0-9a-f]{64})\.scope"
     r"|libpod-(?P<podman>[0-9a-f]{64})(?:\.scope)?"
     r"|cri-containerd-(?P<containerd>[0-9a-f]{64})\.scope"
-    r"|crio-(?P<crio>[0-9a-f]{64})\.scope"
+    r"|crio-(?P<crio>[0-9a-f]{64})(?:\.scope)?"
     r"|lxc\.payload\.(?P<lxc>.+)"
     r"|machine-(?P<nspawn>.+)\.scope)$")
 

@@ -49,11 +49,22 @@ def read_cgroup_file(directory, name):
     Raises Gone when the directory itself is gone, OSError for other failures
     (EACCES, EIO) so the caller can skip that file and log it.
     """
+    path = directory + "/" + name
     try:
-        return read_bytes(directory + "/" + name)
+        return read_bytes(path)
     except OSError as e:
         if e.errno not in GONE_ERRNOS:
             raise
-        if e.errno == errno.ENOENT and os.path.isdir(directory):
+        if e.errno != errno.ENOENT or not os.path.isdir(directory):
+            raise Gone(directory)
+    # The directory exists, but it may be a new cgroup under the same path (a
+    # restart between the open and the check): only a second miss means the
+    # file is really absent.
+    try:
+        return read_bytes(path)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
             return None
-        raise Gone(directory)
+        if e.errno in GONE_ERRNOS:
+            raise Gone(directory)
+        raise

@@ -31,7 +31,7 @@ BYTE_FIELDS = frozenset((
 
 # Event counters in memory.stat: page faults, page-ins/outs, reclaim and THP
 # activity, refaults, NUMA balancing.  New kernels add more of the same families.
-EVENT_FIELD = re.compile(r"^(pg|pswp|workingset_|thp_|zswp|numa_|hugetlb_)")
+EVENT_FIELD = re.compile(r"^(pg|p?swp|workingset_|thp_|zswp|numa_|hugetlb_)")
 
 # memory.stat fields that are not per-cgroup figures; limits are taken elsewhere.
 V1_LIMIT_FIELDS = ("hierarchical_memory_limit", "hierarchical_memsw_limit")
