@@ -113,22 +113,22 @@ def test_containers_removed_while_a_pass_runs_in_another_thread(tree):
         thread.join(60)
     assert not thread.is_alive()
     assert not errors, errors[0]
+    assert passes[0] >= 300, "only %d passes during %d container starts and stops" % (passes[0], created)
     print("%d passes while %d containers came and went; containers per pass %d..%d; %d warnings, %d infos"
           % (passes[0], created, min(sizes), max(sizes), len(logs.warn), len(logs.info)))
-    assert passes[0] >= 300
     bad = [w for w in logs.warn if "unexpected" in w or "failed" in w or "malformed" in w]
     assert not bad, bad
     assert sorted(r.container.cgroup for r in collector.collect()) == sorted(c.path for c in stable)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fs.read_cgroup_file decides 'file absent' from ENOENT on open + os.path.isdir(directory), two syscalls "
-    "apart: when the cgroup is removed and re-created under the same path in between, a file of a live "
-    "cgroup is recorded in Collector._absent for the container's key and never read again while the "
-    "container keeps being discovered (here cpu-user/cpu-system are lost for good after a restart)"))
 def test_container_restarted_during_a_read_keeps_every_metric(tree, monkeypatch):
     """A container restarted under the same cgroup path (docker restart, an LXC or systemd unit) while a
     pass reads it must report every metric again in the next passes.
+
+    Found by this suite: fs.read_cgroup_file decided "file absent" from ENOENT on open plus
+    os.path.isdir(directory), two system calls apart; a restart in between recorded a file of the live
+    cgroup as absent for the container's key, never read again while the container kept being discovered
+    (cpu-user/cpu-system lost for good here).
 
     The restart is made to land between the two system calls of one file read, deterministically: a hook
     on fs.read_bytes re-creates the cgroup right after the kernel answered ENOENT for a file of the removed
@@ -224,12 +224,11 @@ def test_hostile_cgroup_names_become_distinct_valid_identifiers(tree):
             remove_dirs(tree, name)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Collector.collect de-duplicates a taken identifier with container.short_id (id[:12]); for a Match "
-    "rule without an (?P<id>) group the id is the cgroup path, so every container under the same 12-character "
-    "path start gets the same fallback, and the fallback itself is not checked against the identifiers "
-    "already taken: of four names that sanitize alike, three get one and the same identifier"))
 def test_names_that_sanitize_alike_still_get_distinct_identifiers(tree):
+    """Found by this suite: the de-duplication used container.short_id (id[:12]), which for a Match rule
+    without an (?P<id>) group is the start of the cgroup path, the same for every container of the rule,
+    and did not check the fallback against the identifiers already taken: of four names that sanitize
+    alike, three got one and the same identifier."""
     names = ["x y!", "x_y!", "x\ty!", "x\ry!"]
     match = [(r"^/%s/(?P<name>[\s\S]+!)\Z" % re.escape(tree.prefix), "cgroup")]
     collector, logs = make_collector(match=match)
@@ -243,6 +242,10 @@ def test_names_that_sanitize_alike_still_get_distinct_identifiers(tree):
         for i in instances:
             assert VALID_NAME.match(i), repr(i)
         assert len(set(instances)) == len(names), "identifiers used twice: %s" % instances
+        # and each container keeps its identifier from pass to pass
+        first = {r.container.name: r.instance for r in results}
+        for _ in range(3):
+            assert {r.container.name: r.instance for r in collector.collect()} == first
     finally:
         for name in names:
             remove_dirs(tree, name)
@@ -282,39 +285,41 @@ def test_resource_use_does_not_grow_over_2000_passes(tree):
     # the same split: discovery (walk + match) and reading the containers found
     found = collector.discover()
     t0 = time.process_time()
-    for _ in range(500):
+    for _ in range(300):
         collector.discover()
     t1 = time.process_time()
-    for _ in range(500):
+    for _ in range(300):
         collector.collect(found)
     t2 = time.process_time()
-    print("of which discovery %.0f us per pass, reading %.0f us per container per pass"
-          % ((t1 - t0) / 500 * 1e6, (t2 - t1) / 500 / n_containers * 1e6))
+    print("of which discovery (walk of every hierarchy) %.0f us per pass, reading %.0f us per container"
+          % ((t1 - t0) / 300 * 1e6, (t2 - t1) / 300 / n_containers * 1e6))
 
     assert fds1 == fds0
     assert rss1 - rss0 < 2 * MiB
 
-    # No allocation site of the package grows steadily: compare three snapshots 500 passes apart.
-    tracemalloc.start(8)
+    # No allocation site of the package grows steadily: three snapshots 200 passes apart.  (Tracing
+    # makes a pass about ten times slower: fewer passes here than above.)
+    tracemalloc.start(2)
     try:
-        run(50)
+        run(20)
         only_ours = [tracemalloc.Filter(True, "*collectd_cgroups*", all_frames=True)]
         snaps = []
         for _ in range(3):
             gc.collect()
             snaps.append(tracemalloc.take_snapshot().filter_traces(only_ours))
-            run(500)
+            run(200)
     finally:
         tracemalloc.stop()
-    first = {s.traceback: s.size for s in snaps[0].statistics("traceback")}
-    second = {s.traceback: s.size for s in snaps[1].statistics("traceback")}
-    third = {s.traceback: s.size for s in snaps[2].statistics("traceback")}
-    totals = [sum(d.values()) for d in (first, second, third)]
-    print("package-attributed live allocations after 50/550/1050 traced passes: %s bytes" % totals)
+    sizes = [{s.traceback: s.size for s in snap.statistics("traceback")} for snap in snaps]
+    totals = [sum(d.values()) for d in sizes]
+    print("live allocations made by the package's code after 20/220/420 traced passes: %s bytes" % totals)
+    for stat in snaps[2].compare_to(snaps[0], "traceback")[:3]:
+        if stat.size_diff:
+            print("  %+d bytes at %s" % (stat.size_diff, " <- ".join(stat.traceback.format(limit=4))))
     growing = []
-    for tb, size in third.items():
-        a, b = first.get(tb, 0), second.get(tb, 0)
-        if a < b < size and size - a > 4096:
-            growing.append("%+d bytes over 1000 passes at\n  %s" % (size - a, "\n  ".join(tb.format())))
+    for tb, size in sizes[2].items():
+        a, b = sizes[0].get(tb, 0), sizes[1].get(tb, 0)
+        if a < b < size and size - a > 2048:
+            growing.append("%+d bytes over 400 passes at\n  %s" % (size - a, "\n  ".join(tb.format())))
     assert not growing, "\n".join(growing)
-    assert totals[2] - totals[0] < 64 * 1024, totals
+    assert totals[2] - totals[0] < 32 * 1024, totals
