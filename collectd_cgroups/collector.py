@@ -88,7 +88,7 @@ class Collector(object):
         self.readers = readers.build(options.groups, per_cpu=options.per_cpu)
         self._hierarchies = None
         self._hierarchies_at = None
-        self._absent = {}   # container key -> names of files this cgroup does not have
+        self._absent = {}   # (container key, inode) -> names of files this cgroup does not have
 
     # -- discovery ---------------------------------------------------------
 
@@ -117,7 +117,9 @@ class Collector(object):
     def read(self, container):
         """Samples of one container.  Raises fs.Gone when it vanished."""
         hier = self.hierarchies()
-        absent = self._absent.setdefault(container.key, set())
+        # Keyed by inode too: a container re-created under the same path
+        # (a restart) starts with a clean record.
+        absent = self._absent.setdefault((container.key, container.inode), set())
         out = []
         for reader in self.readers:
             mount = hier.unified if reader.controller == "unified" else hier.mount_for(reader.controller)
@@ -193,7 +195,7 @@ class Collector(object):
             instances.add(instance)
             results.append(ContainerSamples(container, instance, samples))
         if len(self._absent) > len(containers):
-            live = set(c.key for c in containers)
+            live = set((c.key, c.inode) for c in containers)
             for key in [k for k in self._absent if k not in live]:
                 del self._absent[key]
         return results

@@ -8,6 +8,7 @@ hierarchies into one record per container.  Names come from the runtime's
 on-disk state where that needs no API call, else the 12-character short id.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -26,6 +27,7 @@ _BASENAME = re.compile(
     r"|lxc\.payload\.(?P<lxc>.+)"
     r"|machine-(?P<nspawn>.+)\.scope)$")
 
+_HEX_ID = re.compile(r"^[0-9a-f]{12,}$")
 _KUBE_POD = re.compile(r"^pod[0-9a-f_-]+$")
 _SYSTEMD_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 
@@ -38,14 +40,15 @@ MAX_DEPTH = 16               # guard against pathological trees
 class Container(object):
     """One container: where its cgroups are and what to call it."""
 
-    __slots__ = ("runtime", "id", "name", "cgroup", "dirs")
+    __slots__ = ("runtime", "id", "name", "cgroup", "dirs", "inode")
 
-    def __init__(self, runtime, cid, name, cgroup):
+    def __init__(self, runtime, cid, name, cgroup, inode=None):
         self.runtime = runtime
         self.id = cid
         self.name = name
         self.cgroup = cgroup      # cgroup path as in /proc/<pid>/cgroup
         self.dirs = {}            # mount path -> this container's directory in that mount
+        self.inode = inode        # of the first directory found: a re-created cgroup gets a new one
 
     @property
     def key(self):
@@ -53,7 +56,11 @@ class Container(object):
 
     @property
     def short_id(self):
-        return self.id[:12]
+        """The id's first 12 characters for runtime ids (hex); for ids that are
+        names or paths, 12 hex digits of their hash, which stay apart."""
+        if _HEX_ID.match(self.id):
+            return self.id[:12]
+        return hashlib.sha1(self.id.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
     def meta(self):
         return {"runtime": self.runtime, "container_id": self.id, "cgroup": self.cgroup}
@@ -164,8 +171,8 @@ class Discovery(object):
         except OSError:
             return  # removed while walking, or unreadable: nothing below to report
         with entries:
-            subdirs = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
-        for base in subdirs:
+            subdirs = [(e.name, e.inode()) for e in entries if e.is_dir(follow_symlinks=False)]
+        for base, inode in subdirs:
             path = cgroup_path + "/" + base
             seen_paths.add(path)
             try:
@@ -182,7 +189,7 @@ class Discovery(object):
             container = found.get((runtime, cid))
             if container is None:
                 container = found[(runtime, cid)] = Container(
-                    runtime, cid, name or self.names.lookup(runtime, cid), path)
+                    runtime, cid, name or self.names.lookup(runtime, cid), path, inode)
             container.dirs.setdefault(mount.path, directory + "/" + base)
 
 

@@ -152,7 +152,15 @@ class Hierarchies(object):
         lines = ["cgroup layout: %s" % self.mode]
         for c in V1_CONTROLLERS:
             m = self.by_controller.get(c)
-            lines.append("  %-8s %s" % (c, "v%d %s" % (m.version, m.path) if m else "not mounted"))
+            if m is not None:
+                where = "v%d %s" % (m.version, m.path)
+            elif c in self.known and not self.known[c][1]:
+                where = "disabled in the kernel (/proc/cgroups)"
+            elif self.known and c not in self.known:
+                where = "not built into the kernel"
+            else:
+                where = "not mounted"
+            lines.append("  %-8s %s" % (c, where))
         if self.unified is not None:
             lines.append("  %-8s %s (controllers: %s)" % (
                 "cgroup2", self.unified.path, " ".join(sorted(self.v2_controllers)) or "none"))
