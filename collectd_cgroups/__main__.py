@@ -55,13 +55,16 @@ def _human_bytes(n):
 
 
 def _table(results):
-    rows = [("CONTAINER", "RUNTIME", "CPU s", "USER s", "SYS s", "MEM USAGE", "MEM LIMIT", "PIDS", "CGROUP")]
+    rows = [("CONTAINER", "RUNTIME", "CPU s", "USER s", "SYS s", "MEM USAGE", "MEM LIMIT", "BLK READ", "BLK WRITE",
+             "PIDS", "CGROUP")]
     for item in results:
         s = {(t, ti): v[0] for t, ti, v in item.samples}
+        disk = next((v for t, ti, v in item.samples if (t, ti) == ("disk_octets", "total")), (None, None))
         cpu = lambda k: "%.2f" % (s[("cpu", k)] / 100.0) if ("cpu", k) in s else "-"
         rows.append((item.instance, item.container.runtime, cpu("total"), cpu("user"), cpu("system"),
                      _human_bytes(s.get(("memory", "usage"))),
                      _human_bytes(s.get(("memory", "limit"))) if ("memory", "limit") in s else "none",
+                     _human_bytes(disk[0]), _human_bytes(disk[1]),
                      str(s.get(("count", "pids"), "-")), item.container.cgroup))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows)

@@ -10,7 +10,7 @@ import collections
 import time
 
 from . import containers as containers_mod
-from . import fs, hierarchy, identifiers, readers
+from . import devices, fs, hierarchy, identifiers, readers
 
 HIERARCHY_REFRESH = 60.0   # seconds between re-reads of mountinfo
 
@@ -85,10 +85,13 @@ class Collector(object):
             runtimes=options.runtimes)
         self.discovery = containers_mod.Discovery(matcher, containers_mod.NameResolver(
             self.prefix, options.docker_root, options.storage_root, clock=clock))
-        self.readers = readers.build(options.groups, per_cpu=options.per_cpu)
+        self.device_names = devices.DeviceNames(self.prefix, clock=clock)
+        self.readers = readers.build(options.groups, per_cpu=options.per_cpu, device_names=self.device_names)
         self._hierarchies = None
         self._hierarchies_at = None
         self._absent = {}   # (container key, inode) -> names of files this cgroup does not have
+        self._top_absent = {}   # mount path -> names of files its top directory does not have
+        self._selected = {}     # (reader, mount path) -> files chosen with select_v1 for this pass
 
     # -- discovery ---------------------------------------------------------
 
@@ -103,6 +106,7 @@ class Collector(object):
                     self._hierarchies = hierarchy.Hierarchies([])
             self._hierarchies_at = now
             self._absent.clear()  # re-probe absent files now and then: kernels and cgroups change
+            self._top_absent.clear()
         return self._hierarchies
 
     def discover(self):
@@ -128,25 +132,10 @@ class Collector(object):
             directory = container.dirs.get(mount.path)
             if directory is None:
                 continue
-            files = reader.files_v1 if mount.version == 1 else reader.files_v2
+            files = self._files(reader, mount)
             if not files:
                 continue
-            data = {}
-            for name in files:
-                if name in absent:
-                    continue
-                try:
-                    content = fs.read_cgroup_file(directory, name)
-                except fs.Gone:
-                    raise
-                except OSError as e:
-                    self.warn_once((container.key, name, e.errno),
-                                   "%s: cannot read %s/%s: %s (skipped)" % (container.cgroup, directory, name, e.strerror))
-                    continue
-                if content is None:
-                    absent.add(name)
-                else:
-                    data[name] = content
+            data = self._read_files(container.key, container.cgroup, directory, files, absent)
             if not data:
                 continue
             bad = []
@@ -164,8 +153,51 @@ class Collector(object):
             out.extend(samples)
         return out
 
+    def _read_files(self, key, label, directory, files, absent):
+        """{name: bytes} of ``files`` in ``directory``; an entry that is a tuple
+        names alternatives, of which the first one present is read."""
+        data = {}
+        for entry in files:
+            for name in (entry if isinstance(entry, tuple) else (entry,)):
+                if name in absent:
+                    continue
+                try:
+                    content = fs.read_cgroup_file(directory, name)
+                except fs.Gone:
+                    raise
+                except OSError as e:
+                    self.warn_once((key, name, e.errno),
+                                   "%s: cannot read %s/%s: %s (skipped)" % (label, directory, name, e.strerror))
+                    break          # there, but unreadable: not a reason to read an alternative
+                if content is None:
+                    absent.add(name)
+                    continue
+                data[name] = content
+                break
+        return data
+
+    def _files(self, reader, mount):
+        """The files ``reader`` reads in each container of ``mount`` (see readers.__init__)."""
+        select = getattr(reader, "select_v1", None) if mount.version == 1 else None
+        if select is None:
+            return reader.files_v1 if mount.version == 1 else reader.files_v2
+        key = (id(reader), mount.path)
+        files = self._selected.get(key)
+        if files is None:
+            absent = self._top_absent.setdefault(mount.path, set())
+            try:
+                probe = self._read_files(("top", mount.path), mount.path, mount.path, reader.probe_v1, absent)
+            except fs.Gone:
+                probe = {}
+            notes = []
+            files = self._selected[key] = tuple(select(probe, notes))
+            for note in notes:
+                self.info_once((reader.group, mount.path, note), "%s: %s (%s)" % (reader.group, note, mount.path))
+        return files
+
     def collect(self, containers=None):
         """One pass.  Returns [ContainerSamples]; never raises."""
+        self._selected.clear()   # readers with select_v1 look at their hierarchy again each pass
         if containers is None:
             containers = self.discover()
         results = []

@@ -23,6 +23,12 @@ TYPES = {
     "vmpage_action": (("value", "derive"),),
     "memory": (("value", "gauge"),),
     "count": (("value", "gauge"),),
+    "disk_octets": (("read", "derive"), ("write", "derive")),
+    "disk_ops": (("read", "derive"), ("write", "derive")),
+    "disk_time": (("read", "derive"), ("write", "derive")),
+    "total_bytes": (("value", "derive"),),
+    "total_operations": (("value", "derive"),),
+    "queue_length": (("value", "gauge"),),
 }
 
 # Characters kept as they are; anything else (whitespace, control characters,

@@ -69,11 +69,11 @@ def by_cgroup(results):
 
 
 def values(item):
-    """{(type, type_instance): value} of one ContainerSamples (single-valued types only)."""
+    """{(type, type_instance): value} of one ContainerSamples; a tuple for two-valued types
+    (disk_octets read/write, if_octets rx/tx)."""
     out = {}
     for type_, type_instance, vals in item.samples:
-        assert len(vals) == 1, (type_, type_instance, vals)
-        out[(type_, type_instance)] = vals[0]
+        out[(type_, type_instance)] = vals[0] if len(vals) == 1 else tuple(vals)
     return out
 
 

@@ -39,6 +39,17 @@ SD_GUARANTEED = "7112eeaa701f115309e250be50d96a15b974ff88f0cf875184001206df68d35
 SD_POD = "/kubepods/burstable/podb7c3e5d2-1f4a-4c8e-9d6b-2a7f0e3c5b19"
 SD_POD2 = "/kubepods/pod3e2d1c0b-9a8f-4e7d-a6c5-b4a3928170ff"
 
+# The block I/O trees (README.md in each): containers with no figure at all are not reported.
+CFQ_DB = "8d70035e4fb535956fcf28e3ead0c67e17af46af0fbcfc6dcd0aa3a9bdfdf240"
+THR_WEB = "92adc27908a55fead388a11f6be7e6796f0ae4d5986054ba899545c87c026fd6"
+THR_CI = "c045176731ae4953c30237600789028f7efb4abc12a6e31b32d07f08f3498f86"
+with open(os.path.join(fu.tree("blkio-v1-bfq"), "CAPTURE.json")) as _f:
+    BFQ_CAPTURE = json.load(_f)
+BFQ_STORE = BFQ_CAPTURE["containers"]["store"]["cgroup"]
+BFQ_BOX = BFQ_CAPTURE["containers"]["box"]["cgroup"]
+V2IO_PG = "b90947bf72fa04629a485d8b324275a670197b0b09aae99b0e5d96098cdc9e4c"
+V2IO_CACHE = "f2d1c5b9a3e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2"
+
 # plugin_instance -> (runtime, container_id, cgroup path)
 EXPECTED = {
     "hybrid-debian12": {
@@ -64,6 +75,22 @@ EXPECTED = {
         "k8s-" + SD_PAUSE[:12]: ("k8s", SD_PAUSE, SD_POD + "/" + SD_PAUSE),
         "k8s-" + SD_GUARANTEED[:12]: ("k8s", SD_GUARANTEED, SD_POD2 + "/" + SD_GUARANTEED),
     },
+    "blkio-v1-cfq": {
+        "docker-db": ("docker", CFQ_DB, "/docker/" + CFQ_DB),
+        "lxc-web": ("lxc", "web", "/lxc/web"),
+    },
+    "blkio-v1-throttle": {
+        "docker-web": ("docker", THR_WEB, "/docker/" + THR_WEB),
+        "docker-ci": ("docker", THR_CI, "/docker/" + THR_CI),
+    },
+    "blkio-v1-bfq": {
+        "docker-store": ("docker", BFQ_STORE.rsplit("/", 1)[1], BFQ_STORE),
+        "lxc-box": ("lxc", "box", BFQ_BOX),
+    },
+    "blkio-v2-iostat": {
+        "docker-pg": ("docker", V2IO_PG, "/system.slice/docker-%s.scope" % V2IO_PG),
+        "podman-cache": ("podman", V2IO_CACHE, "/machine.slice/libpod-%s.scope" % V2IO_CACHE),
+    },
 }
 
 
@@ -71,15 +98,22 @@ def dirs(tree, cgroup):
     """Directory (relative to the tree) holding each controller's files of a cgroup."""
     if tree == "hybrid-debian12":
         base = "sys/fs/cgroup/"
-        return {c: base + c + cgroup for c in ("cpu", "cpuacct", "memory", "pids")} | {
+        return {c: base + c + cgroup for c in ("cpu", "cpuacct", "memory", "pids", "blkio")} | {
             "unified": base + "unified" + cgroup}
-    if tree == "v2-pure":
-        return {c: "sys/fs/cgroup" + cgroup for c in ("cpu", "cpuacct", "memory", "pids", "unified")}
+    if tree in ("v2-pure", "blkio-v2-iostat"):
+        return {c: "sys/fs/cgroup" + cgroup for c in ("cpu", "cpuacct", "memory", "pids", "blkio", "unified")}
     if tree == "v1-legacy-single":
-        return {c: "cgroup" + cgroup for c in ("cpu", "cpuacct", "memory", "pids")}
+        return {c: "cgroup" + cgroup for c in ("cpu", "cpuacct", "memory", "pids", "blkio")}
     base = "sys/fs/cgroup/"
+    if tree.startswith("blkio-"):
+        return {"blkio": base + "blkio" + cgroup}
     return {"cpu": base + "cpu,cpuacct" + cgroup, "cpuacct": base + "cpu,cpuacct" + cgroup,
-            "memory": base + "memory" + cgroup, "pids": base + "pids" + cgroup}
+            "memory": base + "memory" + cgroup, "pids": base + "pids" + cgroup, "blkio": base + "blkio" + cgroup}
+
+
+def blkio_top(tree):
+    """The top directory of the tree's blkio v1 hierarchy."""
+    return "cgroup" if tree == "v1-legacy-single" else "sys/fs/cgroup/blkio"
 
 
 # Field classes of memory.stat, from the kernel's documentation (cgroup-v1/memory.rst
@@ -141,6 +175,12 @@ def expected_v1(root, d, unified=None):
     return out
 
 
+def expected_blkio(tree, root, d):
+    if "unified" in d and d["blkio"] == d["unified"]:
+        return fu.expected_blkio_v2(root, d["blkio"])
+    return fu.expected_blkio_v1(root, d["blkio"], blkio_top(tree))
+
+
 def expected_v2(root, d):
     out = {}
     cpu = flat(root, d["cpu"] + "/cpu.stat")
@@ -191,9 +231,11 @@ def expected_values(tree, instance):
     root = fu.tree(tree)
     cgroup = EXPECTED[tree][instance][2]
     d = dirs(tree, cgroup)
+    if tree.startswith("blkio-"):
+        return expected_blkio(tree, root, d)          # these trees hold block I/O files only
     if tree == "v2-pure":
-        return expected_v2(root, d)
-    return expected_v1(root, d, d.get("unified"))
+        return {**expected_v2(root, d), **expected_blkio(tree, root, d)}
+    return {**expected_v1(root, d, d.get("unified")), **expected_blkio(tree, root, d)}
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +277,7 @@ def test_json_format(passes, tree):
         assert e["host"] == socket.gethostname()
         assert e["interval"] == 10.0
         assert isinstance(e["time"], float) and abs(e["time"] - now) < 300
-        assert len(e["values"]) == len(e["dstypes"]) == len(e["dsnames"]) == 1
+        assert len(e["values"]) == len(e["dstypes"]) == len(e["dsnames"]) in (1, 2)
         assert set(e["meta"]) == {"runtime", "container_id", "cgroup"}
         assert all(isinstance(v, str) for v in e["meta"].values())
 
@@ -250,7 +292,8 @@ def test_every_type_is_in_collectds_types_db(passes, tree):
     db = fu.types_db()
     entries, _ = passes[tree]
     assert {e["type"] for e in entries} <= {"cpu", "derive", "total_time_in_ms", "vmpage_action",
-                                            "memory", "count"}
+                                            "memory", "count", "disk_octets", "disk_ops", "disk_time",
+                                            "total_bytes", "total_operations", "queue_length"}
     for e in entries:
         sources = db[e["type"]]
         assert e["dsnames"] == [s[0] for s in sources]
@@ -596,7 +639,8 @@ def test_container_removed_between_discover_and_collect(passes, tmp_path, tree, 
                                       for c in controllers):
             shutil.rmtree(directory)
     results = collector.collect(found)              # must not raise
-    got = {r.instance: dict(((t, ti), v[0]) for t, ti, v in r.samples) for r in results}
+    got = {r.instance: dict(((t, ti), v[0] if len(v) == 1 else tuple(v)) for t, ti, v in r.samples)
+           for r in results}
     assert set(got) == set(EXPECTED[tree]) - {instance}
     others_unchanged(passes, tree, got, instance)
     assert any("gone during the pass" in m for m in infos)

@@ -40,6 +40,15 @@ def _documented(type_, type_instance, section=SECTION):
          and "``%s``" % type_instance[len("memory_"):] in section),
         ("total_time_in_ms-pressure_<res>_<kind>", re.match(
             r"^total_time_in_ms-pressure_(cpu|memory|io)_(some|full)$", ident)),
+        # block I/O, one identifier per device (<device>: the kernel's name or MAJ_MIN)
+        ("disk_octets-<device>", type_ == "disk_octets"),
+        ("disk_ops-<device>", type_ == "disk_ops"),
+        ("total_bytes-discard-<device>", type_ == "total_bytes" and type_instance.startswith("discard-")),
+        ("total_operations-discard-<device>", type_ == "total_operations" and type_instance.startswith("discard-")),
+        ("queue_length-<device>", type_ == "queue_length"),
+        ("derive-disk_sectors-<device>", type_ == "derive" and type_instance.startswith("disk_sectors-")),
+        ("disk_time-service-<device>", type_ == "disk_time" and type_instance.startswith("service-")),
+        ("disk_time-wait-<device>", type_ == "disk_time" and type_instance.startswith("wait-")),
     ]
     for row, ok in families:
         if ok and row in TABLE:

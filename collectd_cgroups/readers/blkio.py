@@ -1,0 +1,259 @@
+"""Block I/O per device and per container: bytes and operations, read and write.
+
+cgroup v1 has had three generations of statistics files, and which one counts
+depends on the kernel and on each disk, not on which files exist:
+
+* ``blkio.bfq.*`` (kernel 4.12+): requests on disks whose I/O scheduler is BFQ;
+* ``blkio.io_*`` and ``blkio.sectors`` (CFQ, until 4.20): requests on CFQ disks;
+* ``blkio.throttle.*``: bios on any disk before 5.0; since then only on disks
+  where blk-throttle is active (a limit was once written for the disk).
+
+Every file lists only the devices its generation counts, and the top directory
+of the hierarchy (the root cgroup, which has a group on every disk) lists all of
+them.  So once per pass the collector reads the top directory's plain
+``io_service_bytes`` file of each generation (``probe_v1``), and ``select_v1``
+keeps the generations that are the first, in the order above, to count some
+device: usually one, so a container costs one file per kind (bytes, ops).  The
+parser takes each device from the first generation that lists it, so a disk
+counted by two generations is not counted twice.  Without a readable top
+directory (a captured tree), every generation is read.
+
+cgroup v2: ``io.stat`` (``rbytes wbytes rios wios dbytes dios`` per device,
+hierarchical), one file.
+
+Per device: ``disk_octets-<dev>`` and ``disk_ops-<dev>`` (read, write),
+``total_bytes-discard-<dev>`` / ``total_operations-discard-<dev>`` where the
+kernel counts discards (4.19+); per container ``disk_octets-total`` and
+``disk_ops-total``, the sums over the devices listed (a stacked device, e.g.
+device-mapper over a disk, is counted at each level, as ``docker stats`` does).
+CFQ-era extras where present: ``queue_length-<dev>`` (GAUGE, requests queued
+now), ``derive-disk_sectors-<dev>``, ``disk_time-service-<dev>`` and
+``disk_time-wait-<dev>`` (read, write; milliseconds).  ``Sync``, ``Async`` and
+``Total`` lines are sums of the others and never added again.
+
+Device names come from ``names`` (``devices.DeviceNames``): MAJ:MIN -> the
+kernel's name, or ``MAJ_MIN``.
+"""
+
+import re
+
+READ, WRITE, DISCARD = 0, 1, 2
+_OPS = {b"Read": READ, b"Write": WRITE, b"Discard": DISCARD}
+_SUMS = frozenset((b"Sync", b"Async", b"Total"))
+_MAJMIN = re.compile(rb"^[0-9]+:[0-9]+$")
+NS_PER_MS = 10 ** 6
+
+# io.stat keys -> (kind, index); other keys (cost.*, use_delay, ... of newer
+# kernels and of io controllers like iocost) are ignored.
+_V2_KEYS = {b"rbytes": ("bytes", READ), b"wbytes": ("bytes", WRITE), b"dbytes": ("bytes", DISCARD),
+            b"rios": ("ops", READ), b"wios": ("ops", WRITE), b"dios": ("ops", DISCARD)}
+
+TOTAL = "total"
+
+
+class Generation(object):
+    """One generation of v1 files: each kind is a (``_recursive``, plain) pair,
+    read as alternatives: the recursive one counts the container's sub-cgroups too."""
+
+    def __init__(self, name, prefix, extras=()):
+        self.name = name
+        self.probe = prefix + "io_service_bytes"
+        self.kinds = [("bytes", _pair(prefix + "io_service_bytes")), ("ops", _pair(prefix + "io_serviced"))]
+        self.kinds += [(kind, _pair(prefix + base)) for kind, base in extras]
+
+    def files(self):
+        return tuple(names for _, names in self.kinds)
+
+
+def _pair(name):
+    return (name + "_recursive", name)
+
+
+GENERATIONS = (
+    Generation("bfq", "blkio.bfq."),
+    Generation("cfq", "blkio.", extras=(("queued", "io_queued"), ("sectors", "sectors"),
+                                        ("service_time", "io_service_time"), ("wait_time", "io_wait_time"))),
+    Generation("throttle", "blkio.throttle."),
+)
+
+# parse of each kind's file: rwstat (per device Read/Write/...) or one value per device
+_SINGLE = frozenset(("sectors",))
+
+
+def rwstat(data, bad):
+    """``MAJ:MIN Op value`` lines (and a closing ``Total N``) -> {MAJ:MIN: [read, write, discard or None]}."""
+    out = {}
+    for line in data.split(b"\n"):
+        parts = line.split()
+        if len(parts) == 3:
+            dev, op, value = parts
+            index = _OPS.get(op)
+            if index is None:                 # the sums are skipped unchecked: they are never used
+                if op not in _SUMS:
+                    bad.append("unknown operation %r" % op.decode("ascii", "replace"))
+                continue
+            if value.isdigit() and _MAJMIN.match(dev):
+                entry = out.get(dev)
+                if entry is None:
+                    entry = out[dev] = [0, 0, None]
+                entry[index] = int(value)
+                continue
+        elif not parts or (len(parts) == 2 and parts[0] == b"Total"):
+            continue
+        bad.append(line)
+    return out
+
+
+def per_device(data, bad):
+    """``MAJ:MIN value`` lines (blkio.sectors) -> {MAJ:MIN: value}."""
+    out = {}
+    for line in data.split(b"\n"):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) == 2 and parts[0] == b"Total":
+            continue
+        if len(parts) != 2 or not _MAJMIN.match(parts[0]) or not parts[1].isdigit():
+            bad.append(line)
+            continue
+        out[parts[0]] = int(parts[1])
+    return out
+
+
+def io_stat(data, bad):
+    """cgroup v2 io.stat -> {"bytes": {MAJ:MIN: [r, w, d]}, "ops": {...}}.  A device
+    listed without counters has none yet (the kernel leaves out zeros): zeros."""
+    found = {"bytes": {}, "ops": {}}
+    for line in data.split(b"\n"):
+        parts = line.split()
+        if not parts:
+            continue
+        if not _MAJMIN.match(parts[0]):
+            bad.append(line)
+            continue
+        values = {"bytes": [0, 0, None], "ops": [0, 0, None]}
+        malformed = False
+        for token in parts[1:]:
+            key, sep, value = token.partition(b"=")
+            where = _V2_KEYS.get(key)
+            if where is None:
+                malformed = malformed or not sep
+                continue
+            if not value.isdigit():
+                malformed = True
+                continue
+            values[where[0]][where[1]] = int(value)
+        if malformed:
+            bad.append(line)
+        for kind in ("bytes", "ops"):
+            found[kind][parts[0]] = values[kind]
+    return found
+
+
+def _device_order(majmin):
+    major, minor = majmin.split(b":")
+    return int(major), int(minor)
+
+
+class Blkio(object):
+    group = "blkio"
+    controller = "blkio"
+    probe_v1 = tuple(g.probe for g in GENERATIONS)
+    files_v1 = tuple(f for g in GENERATIONS for f in g.files())
+    files_v2 = ("io.stat",)
+
+    def __init__(self, names=None):
+        self.names = names if names is not None else (lambda majmin: majmin.replace(":", "_"))
+
+    # -- which v1 files --------------------------------------------------------
+
+    def select_v1(self, probe, notes):
+        """The v1 files to read in each container this pass, from the top directory's files."""
+        if not probe:
+            return self.files_v1          # nothing to go by: every generation, absent files drop out
+        counted = set()
+        files = []
+        for gen in GENERATIONS:
+            raw = probe.get(gen.probe)
+            if raw is None:
+                continue
+            devices = set(rwstat(raw, []))
+            if devices - counted:
+                counted |= devices
+                files.extend(gen.files())
+        if not files:
+            notes.append("no disk is accounted in this blkio hierarchy (no disk uses the BFQ or CFQ "
+                         "scheduler, blk-throttle is not active on any): no block I/O figures until one is")
+        return tuple(files)
+
+    # -- parsing ---------------------------------------------------------------
+
+    def parse_v1(self, data, bad):
+        found = {}
+        for gen in GENERATIONS:
+            for kind, names in gen.kinds:
+                raw = data.get(names[0])
+                if raw is None:
+                    raw = data.get(names[1])
+                    if raw is None:
+                        continue
+                parsed = per_device(raw, bad) if kind in _SINGLE else rwstat(raw, bad)
+                merged = found.get(kind)
+                if merged is None:
+                    found[kind] = parsed
+                    continue
+                for dev, value in parsed.items():
+                    merged.setdefault(dev, value)     # the first generation to list a device wins
+        return self._samples(found)
+
+    def parse_v2(self, data, bad):
+        raw = data.get("io.stat")
+        if raw is None:
+            return []
+        return self._samples(io_stat(raw, bad))
+
+    def _samples(self, found):
+        devices = set()
+        for per in found.values():
+            devices.update(per)
+        if not devices:
+            return []
+        order = sorted(devices, key=_device_order) if len(devices) > 1 else list(devices)
+        names, used = {}, set()
+        for dev in order:
+            text = dev.decode("ascii")
+            name = self.names(text)
+            if name == TOTAL or name in used:      # no real device is called "total"; never two alike
+                name = text.replace(":", "_")
+            used.add(name)
+            names[dev] = name
+        out = []
+        for kind, type_, discard_type in (("bytes", "disk_octets", "total_bytes"),
+                                          ("ops", "disk_ops", "total_operations")):
+            per = found.get(kind)
+            if not per:
+                continue
+            read = write = 0
+            for dev in order:
+                value = per.get(dev)
+                if value is None:
+                    continue
+                r, w, d = value
+                read += r
+                write += w
+                out.append((type_, names[dev], (r, w)))
+                if d is not None:
+                    out.append((discard_type, "discard-" + names[dev], (d,)))
+            out.append((type_, TOTAL, (read, write)))
+        if len(found) > ("bytes" in found) + ("ops" in found):     # the CFQ extras
+            for dev in order:
+                if dev in found.get("queued", ()):
+                    r, w, d = found["queued"][dev]
+                    out.append(("queue_length", names[dev], (r + w + (d or 0),)))
+                if dev in found.get("sectors", ()):
+                    out.append(("derive", "disk_sectors-" + names[dev], (found["sectors"][dev],)))
+                for kind, label in (("service_time", "service"), ("wait_time", "wait")):
+                    if dev in found.get(kind, ()):
+                        r, w, _ = found[kind][dev]
+                        out.append(("disk_time", "%s-%s" % (label, names[dev]), (r // NS_PER_MS, w // NS_PER_MS)))
+        return out
