@@ -12,8 +12,8 @@ import socket
 import sys
 import time
 
-from . import containers, identifiers, readers
-from .collector import Collector, Options
+from . import containers, identifiers
+from .collector import GROUPS, Collector, Options
 
 
 def _parse_args(argv):
@@ -29,7 +29,12 @@ def _parse_args(argv):
                         "runtime label after the last '@' (default cgroup)")
     p.add_argument("--ignore", action="append", default=[], metavar="REGEX", help="skip containers whose cgroup path matches")
     p.add_argument("--runtimes", nargs="+", default=list(containers.RUNTIMES), help="built-in layouts to recognise")
-    p.add_argument("--metrics", nargs="+", default=list(readers.GROUPS), help="metric groups to read")
+    p.add_argument("--metrics", nargs="+", default=None,
+                   help="metric groups to read (default: all; without network when --root is not /)")
+    p.add_argument("--interface", action="append", default=[], metavar="NAME|/REGEX/",
+                   help="interfaces to report (default: all but lo), as the Interface option")
+    p.add_argument("--ignore-selected", action="store_true", help="report all interfaces but the --interface ones")
+    p.add_argument("--host-veth", action="store_true", help="show the host end of each container veth")
     p.add_argument("--per-cpu", action="store_true", help="also per-CPU usage")
     p.add_argument("--instance-format", default=identifiers.DEFAULT_INSTANCE_FORMAT)
     p.add_argument("--docker-data-root", default="/var/lib/docker")
@@ -54,18 +59,24 @@ def _human_bytes(n):
         n /= 1024.0
 
 
-def _table(results):
-    rows = [("CONTAINER", "RUNTIME", "CPU s", "USER s", "SYS s", "MEM USAGE", "MEM LIMIT", "BLK READ", "BLK WRITE",
-             "PIDS", "CGROUP")]
+def _table(results, host_veth=False):
+    head = ["CONTAINER", "RUNTIME", "CPU s", "USER s", "SYS s", "MEM USAGE", "MEM LIMIT", "BLK READ", "BLK WRITE",
+            "NET RX", "NET TX", "PIDS"]
+    rows = [head + (["HOST VETH"] if host_veth else []) + ["CGROUP"]]
     for item in results:
         s = {(t, ti): v[0] for t, ti, v in item.samples}
         disk = next((v for t, ti, v in item.samples if (t, ti) == ("disk_octets", "total")), (None, None))
+        nets = [v for t, ti, v in item.samples if t == "if_octets"]
+        net = (sum(v[0] for v in nets), sum(v[1] for v in nets)) if nets else (None, None)
         cpu = lambda k: "%.2f" % (s[("cpu", k)] / 100.0) if ("cpu", k) in s else "-"
-        rows.append((item.instance, item.container.runtime, cpu("total"), cpu("user"), cpu("system"),
-                     _human_bytes(s.get(("memory", "usage"))),
-                     _human_bytes(s.get(("memory", "limit"))) if ("memory", "limit") in s else "none",
-                     _human_bytes(disk[0]), _human_bytes(disk[1]),
-                     str(s.get(("count", "pids"), "-")), item.container.cgroup))
+        row = [item.instance, item.container.runtime, cpu("total"), cpu("user"), cpu("system"),
+               _human_bytes(s.get(("memory", "usage"))),
+               _human_bytes(s.get(("memory", "limit"))) if ("memory", "limit") in s else "none",
+               _human_bytes(disk[0]), _human_bytes(disk[1]), _human_bytes(net[0]), _human_bytes(net[1]),
+               str(s.get(("count", "pids"), "-"))]
+        if host_veth:
+            row.append(",".join("%s=%s" % kv for kv in sorted((item.peers or {}).items())) or "-")
+        rows.append(row + [item.container.cgroup])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows)
 
@@ -75,9 +86,13 @@ def to_collectd_json(results, host, interval, now=None):
     now = time.time() if now is None else now
     out = []
     for item in results:
-        meta = item.container.meta()
+        container_meta = item.container.meta()
+        peers = item.peers or {}
         for type_, type_instance, values in item.samples:
             ds = identifiers.data_sources(type_)
+            meta = container_meta
+            if type_.startswith("if_") and type_instance in peers:
+                meta = dict(container_meta, **{identifiers.HOST_INTERFACE_META: peers[type_instance]})
             out.append({
                 "values": list(values),
                 "dstypes": [t for _, t in ds],
@@ -96,7 +111,12 @@ def to_collectd_json(results, host, interval, now=None):
 
 def main(argv=None):
     args = _parse_args(sys.argv[1:] if argv is None else argv)
-    options = Options(root=args.root, groups=args.metrics, per_cpu=args.per_cpu,
+    groups = args.metrics
+    if groups is None:
+        # A captured tree has no live processes whose namespaces could be entered.
+        groups = [g for g in GROUPS if g != "network" or args.root in ("", "/")]
+    options = Options(root=args.root, groups=groups, per_cpu=args.per_cpu,
+                      interfaces=args.interface, ignore_selected=args.ignore_selected,
                       instance_format=args.instance_format, match=[_match_option(m) for m in args.match],
                       ignore=args.ignore, runtimes=args.runtimes, docker_root=args.docker_data_root.rstrip("/"),
                       storage_root=args.containers_storage.rstrip("/"))
@@ -133,7 +153,7 @@ def main(argv=None):
         json.dump(to_collectd_json(results, socket.gethostname(), args.interval), sys.stdout, indent=1)
         sys.stdout.write("\n")
     elif results:
-        print(_table(results))
+        print(_table(results, host_veth=args.host_veth))
     else:
         print("no container found (%s)" % collector.hierarchies().describe().splitlines()[0])
     return 0

@@ -10,19 +10,23 @@ import collections
 import time
 
 from . import containers as containers_mod
-from . import devices, fs, hierarchy, identifiers, readers
+from . import devices, fs, hierarchy, identifiers, network, readers
 
 HIERARCHY_REFRESH = 60.0   # seconds between re-reads of mountinfo
+
+# Metric groups: the cgroup readers' and the network namespaces'.
+GROUPS = readers.GROUPS + ("network",)
 
 
 class Options(object):
     """Everything a pass depends on; the plugin fills it from collectd's
     config, the CLI from its arguments."""
 
-    def __init__(self, root="/", groups=readers.GROUPS, per_cpu=False,
+    def __init__(self, root="/", groups=GROUPS, per_cpu=False,
                  instance_format=identifiers.DEFAULT_INSTANCE_FORMAT,
                  match=(), ignore=(), runtimes=containers_mod.RUNTIMES,
-                 docker_root="/var/lib/docker", storage_root="/var/lib/containers/storage"):
+                 docker_root="/var/lib/docker", storage_root="/var/lib/containers/storage",
+                 interfaces=(), ignore_selected=False):
         self.root = root
         self.groups = tuple(groups)
         self.per_cpu = per_cpu
@@ -32,6 +36,12 @@ class Options(object):
         self.runtimes = tuple(runtimes)
         self.docker_root = docker_root
         self.storage_root = storage_root
+        self.interfaces = list(interfaces)    # Interface options: names or /regex/
+        self.ignore_selected = ignore_selected
+
+    def interface_select(self):
+        """ValueError naming the Interface option when a /regex/ is bad."""
+        return network.InterfaceSelect(self.interfaces, self.ignore_selected)
 
     def validate(self):
         """Raise ValueError naming the option at fault."""
@@ -42,8 +52,9 @@ class Options(object):
             if identifiers.sanitize(label) != label:
                 raise ValueError("Match: runtime label %r may use only letters, digits and _.:+@=,-" % label)
         for g in self.groups:
-            if g not in readers.GROUPS:
-                raise ValueError("Metrics: unknown group %r; known: %s" % (g, ", ".join(readers.GROUPS)))
+            if g not in GROUPS:
+                raise ValueError("Metrics: unknown group %r; known: %s" % (g, ", ".join(GROUPS)))
+        self.interface_select()
         for r in self.runtimes:
             if r not in containers_mod.RUNTIMES:
                 raise ValueError("Runtimes: unknown runtime %r; known: %s"
@@ -67,7 +78,9 @@ class LogOnce(object):
         self.log(message)
 
 
-ContainerSamples = collections.namedtuple("ContainerSamples", "container instance samples")
+# peers: {interface type_instance: name of the host end of its veth}
+ContainerSamples = collections.namedtuple("ContainerSamples", "container instance samples peers")
+ContainerSamples.__new__.__defaults__ = (None,)
 
 
 class Collector(object):
@@ -87,6 +100,10 @@ class Collector(object):
             self.prefix, options.docker_root, options.storage_root, clock=clock))
         self.device_names = devices.DeviceNames(self.prefix, clock=clock)
         self.readers = readers.build(options.groups, per_cpu=options.per_cpu, device_names=self.device_names)
+        # Built here, on the thread that starts the plugin: its network namespace is "home".
+        self.network = network.NetworkReader(
+            select=options.interface_select(), proc_root=self.prefix + "/proc",
+            warn_once=self.warn_once, info_once=self.info_once) if "network" in options.groups else None
         self._hierarchies = None
         self._hierarchies_at = None
         self._absent = {}   # (container key, inode) -> names of files this cgroup does not have
@@ -202,35 +219,53 @@ class Collector(object):
             containers = self.discover()
         results = []
         instances = set()
-        for container in containers:
-            try:
-                samples = self.read(container)
-            except fs.Gone:
-                self.info_once((container.key, "gone"), "%s: gone during the pass" % container.cgroup)
-                continue
-            except Exception as e:  # contain any fault to this container
-                self.warn_once((container.key, "error", repr(e)),
-                               "%s: skipped, unexpected error: %r" % (container.cgroup, e))
-                continue
-            if not samples:
-                continue
-            instance = identifiers.plugin_instance(container, self.options.instance_format)
-            if instance in instances:
-                unique = identifiers.sanitize("%s-%s" % (instance, container.short_id))
-                n = 2
-                while unique in instances:  # Match ids are paths: their short ids can collide too
-                    unique = identifiers.sanitize("%s-%s-%d" % (instance, container.short_id, n))
-                    n += 1
-                self.warn_once((container.key, "dup"), "%s: identifier %s already taken in this pass, "
-                               "using %s" % (container.cgroup, instance, unique))
-                instance = unique
-            instances.add(instance)
-            results.append(ContainerSamples(container, instance, samples))
+        net = self.network.begin() if self.network is not None else None
+        try:
+            for container in containers:
+                try:
+                    samples = self.read(container)
+                    peers = self._read_network(net, container, samples) if net is not None else None
+                except fs.Gone:
+                    self.info_once((container.key, "gone"), "%s: gone during the pass" % container.cgroup)
+                    continue
+                except Exception as e:  # contain any fault to this container
+                    self.warn_once((container.key, "error", repr(e)),
+                                   "%s: skipped, unexpected error: %r" % (container.cgroup, e))
+                    continue
+                if samples:
+                    results.append(self._named(container, samples, peers, instances))
+        finally:
+            if net is not None:
+                net.close()
         if len(self._absent) > len(containers):
             live = set((c.key, c.inode) for c in containers)
             for key in [k for k in self._absent if k not in live]:
                 del self._absent[key]
         return results
+
+    def _read_network(self, net, container, samples):
+        """Append the container's interface counters to ``samples``; its host veth peers, or None."""
+        pid = network.first_pid(container.dirs)
+        result = net.read(container.key, pid, container.cgroup) if pid else None
+        if result is None:
+            return None
+        samples.extend(result.samples)
+        return result.peers or None
+
+    def _named(self, container, samples, peers, instances):
+        """ContainerSamples under an identifier no other container took in this pass."""
+        instance = identifiers.plugin_instance(container, self.options.instance_format)
+        if instance in instances:
+            unique = identifiers.sanitize("%s-%s" % (instance, container.short_id))
+            n = 2
+            while unique in instances:  # Match ids are paths: their short ids can collide too
+                unique = identifiers.sanitize("%s-%s-%d" % (instance, container.short_id, n))
+                n += 1
+            self.warn_once((container.key, "dup"), "%s: identifier %s already taken in this pass, "
+                           "using %s" % (container.cgroup, instance, unique))
+            instance = unique
+        instances.add(instance)
+        return ContainerSamples(container, instance, samples, peers)
 
 
 def _describe(entry):

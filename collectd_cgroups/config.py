@@ -4,7 +4,7 @@ the CLI and the tests share it; every error names the option at fault."""
 from .collector import Options
 
 OPTIONS = ("Runtimes", "Match", "Ignore", "Metrics", "PerCPU", "InstanceFormat", "DockerDataRoot",
-           "ContainersStorage", "HostRoot", "Interval", "SendMeta")
+           "ContainersStorage", "HostRoot", "Interface", "IgnoreSelected", "Interval", "SendMeta")
 
 
 class ConfigError(ValueError):
@@ -60,6 +60,10 @@ def parse_config(node):
             opts.storage_root = _strings(child, 1, 1)[0].rstrip("/")
         elif key == "hostroot":
             opts.root = _strings(child, 1, 1)[0]
+        elif key == "interface":
+            opts.interfaces.extend(_strings(child))
+        elif key == "ignoreselected":
+            opts.ignore_selected = _bool(child)
         elif key == "interval":
             interval = _number(child)
         elif key == "sendmeta":

@@ -29,7 +29,14 @@ TYPES = {
     "total_bytes": (("value", "derive"),),
     "total_operations": (("value", "derive"),),
     "queue_length": (("value", "gauge"),),
+    "if_octets": (("rx", "derive"), ("tx", "derive")),
+    "if_packets": (("rx", "derive"), ("tx", "derive")),
+    "if_errors": (("rx", "derive"), ("tx", "derive")),
+    "if_dropped": (("rx", "derive"), ("tx", "derive")),
 }
+
+# Meta data key naming the host end of a container interface's veth pair.
+HOST_INTERFACE_META = "host_interface"
 
 # Characters kept as they are; anything else (whitespace, control characters,
 # '/', quotes, non-ASCII) becomes '_'.  '-' and '.' are kept: collectd splits

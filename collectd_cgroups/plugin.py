@@ -53,9 +53,15 @@ class Instance(object):
         v = self.values
         for item in results:
             v.plugin_instance = item.instance
-            if self.send_meta:
-                v.meta = item.container.meta()
+            meta = v.meta = item.container.meta() if self.send_meta else {}
+            peers = item.peers
             for type_, type_instance, values in item.samples:
+                if peers:
+                    # Interface values carry the host end of their veth pair.
+                    peer = peers.get(type_instance) if type_.startswith("if_") else None
+                    wanted = dict(meta, **{identifiers.HOST_INTERFACE_META: peer}) if peer else meta
+                    if v.meta != wanted:
+                        v.meta = wanted
                 v.type = type_
                 v.type_instance = type_instance
                 v.values = values

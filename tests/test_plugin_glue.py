@@ -244,6 +244,25 @@ def test_send_meta_attaches_each_containers_meta(env, monkeypatch):
     assert len(fake.dispatched) == 6
 
 
+def test_interface_values_carry_the_host_veth_with_or_without_send_meta(env, monkeypatch):
+    fake, plugin = env
+    for send_meta in (False, True):
+        fake.dispatched.clear()
+        inst = plugin.Instance(collector_mod.Options(), send_meta=send_meta)
+        c = fake_container("web")
+        samples = [("if_octets", "eth0", (10, 20)), ("if_octets", "eth1", (1, 2)),
+                   ("if_packets", "eth0", (3, 4)), ("memory", "usage", (4096,))]
+        item = collector_mod.ContainerSamples(c, identifiers.plugin_instance(c), samples, {"eth0": "veth1a2b"})
+        script(monkeypatch, inst, [[item]])
+        inst.read()
+        metas = {(d["type"], d["type_instance"]): d["meta"] for d in fake.dispatched}
+        base = c.meta() if send_meta else {}
+        assert metas[("if_octets", "eth0")] == dict(base, host_interface="veth1a2b")
+        assert metas[("if_packets", "eth0")] == dict(base, host_interface="veth1a2b")
+        assert metas[("if_octets", "eth1")] == base          # no host peer known
+        assert metas[("memory", "usage")] == base
+
+
 def test_read_never_raises_when_the_collector_raises_and_logs_once(env, monkeypatch):
     fake, plugin = env
     configure(fake, option("Match", "^/x/(?P<name>[^/]+)$"))

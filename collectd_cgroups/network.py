@@ -1,0 +1,729 @@
+"""Interface counters of each container's network namespace, over netlink.
+
+Per container and pass (:meth:`NetworkPass.read`):
+
+1. ``netns.open_netns``: the namespace of the container's first PID, checked to still belong to the
+   container (PID reuse), and its identity (device, inode);
+2. a namespace already read in this pass (a Kubernetes pod, ``--network container:X``) is reported once,
+   under one container (see :class:`NetworkPass`), and the host's own namespace not at all;
+3. the thread enters the namespace, opens a NETLINK_ROUTE socket there, and goes straight back: the socket
+   stays bound to the container's namespace, so everything else runs in the host namespace, and the
+   socket is closed before ``read`` returns;
+4. the counters: one RTM_GETSTATS dump asking only for the 64-bit link statistics (a few hundred bytes
+   per interface).  Names, IFLA_LINK, kind and the peer's namespace id come from an RTM_GETLINK dump
+   (about 1.5 kB and 40 attributes per interface: three times the cost), made when a namespace is new
+   (by its netns cookie, never reused), when its ifindex set changes, when an interface name differs
+   (checked each pass, ``SIOCGIFNAME``, one ioctl per interface), and every ``refresh`` passes.  Where the
+   kernel has no netns cookie (before 5.14) every pass uses RTM_GETLINK.
+
+The host side of each veth comes from a dump of the host namespace's veths (no statistics): a container
+veth whose peer is in the host namespace (its IFLA_LINK_NETNSID is the id the container's namespace gives
+the host's) names the host interface whose ifindex is its IFLA_LINK, and that interface's IFLA_LINK must be
+the container interface's ifindex.  The host dump is kept between passes and checked each pass with one
+SIOCGIFNAME per peer (made again when a peer is missing or renamed, and every ``refresh`` passes).
+
+Counters are the kernel's 64-bit link statistics, with ``/proc/net/dev``'s meaning: ``if_dropped`` rx is
+``rx_dropped + rx_missed_errors``, as ``/proc/net/dev`` and collectd's ``interface`` plugin show it.
+Samples are ``(type, type_instance, (rx, tx))``, type_instance = the interface's name inside the
+container, sanitized.
+
+Nothing is held between passes: no namespace descriptor, no socket.  Faults cost only the container (or
+interface) concerned for the pass and are logged once; :meth:`NetworkPass.read` never raises for them.
+"""
+
+import collections
+import fcntl
+import os
+import re
+import socket
+import struct
+import threading
+
+from . import fs, identifiers, netns
+
+# -- netlink constants (linux/netlink.h, linux/rtnetlink.h, linux/if_link.h, linux/net_namespace.h) ----------
+
+NETLINK_ROUTE = 0
+NLM_F_REQUEST = 0x1
+NLM_F_DUMP = 0x300
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+RTM_NEWLINK = 16
+RTM_GETLINK = 18
+RTM_NEWNSID = 88
+RTM_GETNSID = 90
+RTM_NEWSTATS = 92
+RTM_GETSTATS = 94
+
+IFLA_IFNAME = 3
+IFLA_LINK = 5
+IFLA_STATS = 7
+IFLA_LINKINFO = 18
+IFLA_STATS64 = 23
+IFLA_EXT_MASK = 29
+IFLA_LINK_NETNSID = 37
+IFLA_INFO_KIND = 1
+RTEXT_FILTER_SKIP_STATS = 1 << 3
+NETNSA_NSID = 1
+NETNSA_FD = 3
+NETNSA_NSID_NOT_ASSIGNED = -1
+IFLA_STATS_LINK_64 = 1
+SO_NETNS_COOKIE = 71            # asm-generic/socket.h, Linux 5.14+
+SIOCGIFNAME = 0x8910
+
+_NLMSGHDR = struct.Struct("=IHHII")         # len, type, flags, seq, pid
+_IFINFOMSG = struct.Struct("=BxHiII")       # family, type, index, flags, change
+_NLATTR = struct.Struct("=HH")
+_U32 = struct.Struct("=I")
+_S32 = struct.Struct("=i")
+_ERR = struct.Struct("=i")
+# struct rtnl_link_stats64 (and the 32-bit rtnl_link_stats): the first 16 counters, in kernel order
+# rx_packets tx_packets rx_bytes tx_bytes rx_errors tx_errors rx_dropped tx_dropped multicast collisions
+# rx_length_errors rx_over_errors rx_crc_errors rx_frame_errors rx_fifo_errors rx_missed_errors
+_STATS64 = struct.Struct("=16Q")
+_STATS32 = struct.Struct("=16I")
+
+_IF_STATS_MSG = struct.Struct("=BBHiI")   # family, pad, pad, ifindex, filter_mask
+_IFREQ = struct.Struct("=16si20x")
+_COOKIE = struct.Struct("=Q")
+
+_SEQ_LINKS = 1
+_SEQ_NSID = 2
+_SEQ_STATS = 3
+_RECV_SIZE = 65536
+
+
+def _attr(type_, payload):
+    n = _NLATTR.size + len(payload)
+    return _NLATTR.pack(n, type_) + payload + b"\0" * (-n & 3)
+
+
+def _request(type_, flags, seq, body):
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), type_, flags, seq, 0) + body
+
+
+#: Container side: every link, with statistics.
+LINKS_REQUEST = _request(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, _SEQ_LINKS, _IFINFOMSG.pack(0, 0, 0, 0, 0))
+#: Host side: veths only, without statistics (names, indexes and links are all the peer mapping needs).
+HOST_VETH_REQUEST = _request(
+    RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, _SEQ_LINKS,
+    _IFINFOMSG.pack(0, 0, 0, 0, 0) + _attr(IFLA_EXT_MASK, _U32.pack(RTEXT_FILTER_SKIP_STATS))
+    + _attr(IFLA_LINKINFO, _attr(IFLA_INFO_KIND, b"veth\0")))
+
+
+#: Container side, every pass: the 64-bit link statistics of every interface, nothing else.
+STATS_REQUEST = _request(RTM_GETSTATS, NLM_F_REQUEST | NLM_F_DUMP, _SEQ_STATS,
+                         _IF_STATS_MSG.pack(0, 0, 0, 0, 1 << (IFLA_STATS_LINK_64 - 1)))
+
+
+def nsid_request(fd):
+    """RTM_GETNSID: the id that the socket's namespace gives the namespace of descriptor ``fd``."""
+    return _request(RTM_GETNSID, NLM_F_REQUEST, _SEQ_NSID, b"\0\0\0\0" + _attr(NETNSA_FD, _U32.pack(fd)))
+
+
+class NetlinkError(OSError):
+    pass
+
+
+class NotHome(netns.NamespaceError):
+    """A pass began on a thread that is not in the reader's home namespace."""
+
+
+Link = collections.namedtuple("Link", "index name link link_netnsid kind stats")
+"""One interface: ifindex, name (str, surrogate-escaped), IFLA_LINK (or None), IFLA_LINK_NETNSID (or None),
+kind ("veth", ... or None), stats (the 16 first counters of rtnl_link_stats64, or None)."""
+
+
+# -- parsing (pure) --------------------------------------------------------------------------------------------
+
+def parse_link(buf, start, end):
+    """A Link from the RTM_NEWLINK message body at ``buf[start:end]`` (after the nlmsghdr)."""
+    _, _, index, _, _ = _IFINFOMSG.unpack_from(buf, start)
+    name = link = netnsid = kind = stats = None
+    pos = start + _IFINFOMSG.size
+    unpack_attr = _NLATTR.unpack_from
+    while pos + 4 <= end:
+        alen, atype = unpack_attr(buf, pos)
+        if alen < 4:
+            break
+        atype &= 0x3fff         # NLA_F_NESTED, NLA_F_NET_BYTEORDER
+        if atype == IFLA_STATS64:
+            if alen >= 4 + _STATS64.size:
+                stats = _STATS64.unpack_from(buf, pos + 4)
+        elif atype == IFLA_IFNAME:
+            name = bytes(buf[pos + 4:pos + alen]).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        elif atype == IFLA_LINK:
+            link = _U32.unpack_from(buf, pos + 4)[0]
+        elif atype == IFLA_LINK_NETNSID:
+            netnsid = _S32.unpack_from(buf, pos + 4)[0]
+        elif atype == IFLA_LINKINFO:
+            p, e = pos + 4, pos + alen
+            while p + 4 <= e:
+                l2, t2 = unpack_attr(buf, p)
+                if l2 < 4:
+                    break
+                if t2 & 0x3fff == IFLA_INFO_KIND:
+                    kind = bytes(buf[p + 4:p + l2]).split(b"\0", 1)[0].decode("ascii", "replace")
+                    break
+                p += (l2 + 3) & ~3
+        elif atype == IFLA_STATS and stats is None:
+            if alen >= 4 + _STATS32.size:
+                stats = _STATS32.unpack_from(buf, pos + 4)
+        pos += (alen + 3) & ~3
+    return Link(index, name, link, netnsid, kind, stats)
+
+
+def parse_messages(buf, links, nsids, n=None, stats=None):
+    """Walk the netlink messages in ``buf[:n]``: RTM_NEWLINK -> ``links`` (list of Link), RTM_NEWNSID ->
+    ``nsids`` (list of ints), RTM_NEWSTATS -> ``stats`` ({ifindex: counters}).  True when a dump's
+    NLMSG_DONE was seen.  NetlinkError for an error reply."""
+    end = len(buf) if n is None else n
+    pos = 0
+    done = False
+    while pos + 16 <= end:
+        mlen, mtype, _, seq, _ = _NLMSGHDR.unpack_from(buf, pos)
+        if mlen < 16 or pos + mlen > end:
+            break
+        if mtype == RTM_NEWSTATS:
+            index = _IF_STATS_MSG.unpack_from(buf, pos + 16)[3]
+            p = pos + 16 + _IF_STATS_MSG.size
+            while p + 4 <= pos + mlen:
+                alen, atype = _NLATTR.unpack_from(buf, p)
+                if alen < 4:
+                    break
+                if atype & 0x3fff == IFLA_STATS_LINK_64 and alen >= 4 + _STATS64.size:
+                    stats[index] = _STATS64.unpack_from(buf, p + 4)
+                    break
+                p += (alen + 3) & ~3
+        elif mtype == RTM_NEWLINK:
+            links.append(parse_link(buf, pos + 16, pos + mlen))
+        elif mtype == NLMSG_DONE:
+            if seq != _SEQ_NSID:
+                done = True
+        elif mtype == RTM_NEWNSID:
+            nsid = NETNSA_NSID_NOT_ASSIGNED
+            p = pos + 16 + 4
+            while p + 4 <= pos + mlen:
+                alen, atype = _NLATTR.unpack_from(buf, p)
+                if alen < 4:
+                    break
+                if atype == NETNSA_NSID:
+                    nsid = _S32.unpack_from(buf, p + 4)[0]
+                p += (alen + 3) & ~3
+            nsids.append(nsid)
+        elif mtype == NLMSG_ERROR:
+            code = -_ERR.unpack_from(buf, pos + 16)[0]
+            if code:
+                if seq == _SEQ_NSID:
+                    nsids.append(None)      # no answer: peers are then matched without the namespace check
+                else:
+                    raise NetlinkError(code, "netlink: %s" % os.strerror(code))
+        pos += (mlen + 3) & ~3
+    return done
+
+
+def dump(sock, request, buf=None, nsid_replies=0):
+    """Send ``request`` (a link dump, then ``nsid_replies`` RTM_GETNSID requests) and read until every
+    answer is in.  Returns (links, nsids)."""
+    if buf is None:
+        buf = bytearray(_RECV_SIZE)
+    sock.send(request)
+    links = []
+    nsids = []
+    recv_into = sock.recv_into
+    done = False
+    while True:
+        n = recv_into(buf)
+        done = parse_messages(buf, links, nsids, n) or done
+        if done and len(nsids) >= nsid_replies:
+            return links, nsids
+
+
+def dump_stats(sock, buf=None):
+    """{ifindex: the first 16 counters of rtnl_link_stats64} of the socket's namespace (RTM_GETSTATS)."""
+    if buf is None:
+        buf = bytearray(_RECV_SIZE)
+    sock.send(STATS_REQUEST)
+    stats = {}
+    recv_into = sock.recv_into
+    while True:
+        n = recv_into(buf)
+        if parse_messages(buf, None, None, n, stats):
+            return stats
+
+
+def netns_cookie(sock):
+    """The socket's network namespace cookie (unique for the boot), or None before Linux 5.14."""
+    try:
+        return _COOKIE.unpack(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
+    except OSError:
+        return None
+
+
+def _same_names(fd, checks):
+    """Whether every interface still has the name it had (one SIOCGIFNAME per interface)."""
+    ioctl = fcntl.ioctl
+    try:
+        for request, expected in checks:
+            if ioctl(fd, SIOCGIFNAME, request)[:16] != expected[:16]:
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def get_nsid(sock, fd, buf=None):
+    """One RTM_GETNSID round trip: the id the socket's namespace gives the namespace of ``fd``
+    (NETNSA_NSID_NOT_ASSIGNED if none, None if the kernel would not say)."""
+    if buf is None:
+        buf = bytearray(_RECV_SIZE)
+    sock.send(nsid_request(fd))
+    nsids = []
+    while not nsids:
+        n = sock.recv_into(buf)
+        parse_messages(buf, [], nsids, n)
+    return nsids[0]
+
+
+def netlink_socket():
+    """A NETLINK_ROUTE socket in the calling thread's network namespace (it stays in that namespace)."""
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+
+
+# -- interface selection ----------------------------------------------------------------------------------------
+
+class InterfaceSelect(object):
+    """Which interfaces to report, as collectd's ``interface`` plugin chooses them.
+
+    ``names``: ``Interface`` option values, each a name or a ``/regex/``.  With none, every interface
+    but ``lo`` is reported.  With some: only those (``ignore_selected`` false, the default), or every
+    interface but those (``ignore_selected`` true).
+    """
+
+    DEFAULT_IGNORED = ("lo",)
+
+    def __init__(self, names=(), ignore_selected=False):
+        self.names = list(names)
+        if not self.names:
+            names, ignore_selected = self.DEFAULT_IGNORED, True
+        self.ignore_selected = bool(ignore_selected)
+        self.exact = set()
+        self.regexes = []
+        for n in names:
+            if len(n) >= 2 and n.startswith("/") and n.endswith("/"):
+                try:
+                    self.regexes.append(re.compile(n[1:-1]))
+                except re.error as e:
+                    raise ValueError("Interface: invalid regular expression %r: %s" % (n, e))
+            elif n:
+                self.exact.add(n)
+            else:
+                raise ValueError("Interface: empty name")
+        self._cache = {}
+
+    def __call__(self, name):
+        hit = self._cache.get(name)
+        if hit is None:
+            hit = name in self.exact or any(r.search(name) for r in self.regexes)
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[name] = hit
+        return hit != self.ignore_selected
+
+
+TYPES = {
+    "if_octets": (("rx", "derive"), ("tx", "derive")),
+    "if_packets": (("rx", "derive"), ("tx", "derive")),
+    "if_errors": (("rx", "derive"), ("tx", "derive")),
+    "if_dropped": (("rx", "derive"), ("tx", "derive")),
+}
+
+
+def samples_from_links(links, select=None, bad=None):
+    """[(type, type_instance, (rx, tx))] for if_octets, if_packets, if_errors, if_dropped of each selected
+    link, in ifindex order.  Returns (samples, {ifindex: type_instance}).  Links without a name or
+    statistics, and links whose sanitized name another link of the namespace already has, are skipped
+    and described in ``bad``."""
+    names = select_links(links, select, bad)
+    stats = {l.index: l.stats for l in links if l.stats is not None}
+    return samples_from_stats(names, stats, bad), names
+
+
+def select_links(links, select=None, bad=None):
+    """{ifindex: type_instance} of the links to report, in ifindex order (see samples_from_links)."""
+    if select is None:
+        select = InterfaceSelect()
+    names = {}
+    taken = {}
+    for link in sorted(links, key=lambda l: l.index):
+        if not link.name:
+            if bad is not None:
+                bad.append("interface %d without a name" % link.index)
+            continue
+        if not select(link.name):
+            continue
+        ti = identifiers.sanitize(link.name)
+        if ti in taken:
+            if bad is not None:
+                bad.append("interface %r: its name, as %r, is taken by %r" % (link.name, ti, taken[ti]))
+            continue
+        taken[ti] = link.name
+        names[link.index] = ti
+    return names
+
+
+def samples_from_stats(names, stats, bad=None):
+    """Samples of the interfaces ``names`` ({ifindex: type_instance}) from ``stats`` ({ifindex: the first
+    16 counters of rtnl_link_stats64})."""
+    out = []
+    for index, ti in names.items():
+        s = stats.get(index)
+        if s is None:
+            if bad is not None:
+                bad.append("interface %s without statistics" % ti)
+            continue
+        out += (("if_octets", ti, (s[2], s[3])), ("if_packets", ti, (s[0], s[1])),
+                ("if_errors", ti, (s[4], s[5])), ("if_dropped", ti, (s[6] + s[15], s[7])))
+    return out
+
+
+def host_peers(links, names, host_veths, host_nsid):
+    """{type_instance: host interface name} for the container's veths whose peer is in the host namespace.
+
+    ``links``: the container's links; ``names``: {ifindex: type_instance} of those reported;
+    ``host_veths``: {ifindex: Link} of the host's veths; ``host_nsid``: the id the container's namespace
+    gives the host's (None: unknown, then only the two ifindex links are checked)."""
+    return {ti: host.name for ti, host in _peer_links(links, names, host_veths, host_nsid)[0]}
+
+
+def _peer_links(links, names, host_veths, host_nsid):
+    """([(type_instance, host Link)], how many reported veths have their peer in the host namespace)."""
+    found = []
+    wanted = 0
+    for link in links:
+        ti = names.get(link.index)
+        if ti is None or link.kind != "veth" or link.link is None or link.link_netnsid is None:
+            continue
+        if host_nsid is not None and link.link_netnsid != host_nsid:
+            continue        # its peer lives in another namespace (another container's)
+        wanted += 1
+        host = host_veths.get(link.link)
+        if host is not None and host.link == link.index and host.name:
+            found.append((ti, host))
+    return found, wanted
+
+
+# -- containers' PIDs -------------------------------------------------------------------------------------------
+
+MAX_WALK = 64
+
+
+def first_pid(container_dirs):
+    """The first PID listed in ``cgroup.procs`` of the container's directories (a dict's values or any
+    iterable of paths), looking below a directory whose own list is empty (processes may live in
+    sub-cgroups only: nspawn, nested runtimes).  None for an empty container; fs.Gone when it vanished."""
+    if isinstance(container_dirs, dict):
+        container_dirs = container_dirs.values()
+    gone = None
+    for directory in container_dirs:
+        try:
+            pid = _first_pid_below(directory, 0, [0])
+        except fs.Gone as e:
+            gone = e
+            continue
+        if pid is not None:
+            return pid
+    if gone is not None:
+        raise gone
+    return None
+
+
+def _first_pid_below(directory, depth, visited):
+    visited[0] += 1
+    data = fs.read_cgroup_file(directory, "cgroup.procs")
+    if data:
+        return int(data.split(None, 1)[0])
+    if depth >= 8:
+        return None
+    try:
+        with os.scandir(directory) as entries:
+            subdirs = sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+    except OSError:
+        return None
+    for name in subdirs:
+        if visited[0] >= MAX_WALK:
+            return None
+        try:
+            pid = _first_pid_below(directory + "/" + name, depth + 1, visited)
+        except fs.Gone:
+            continue
+        if pid is not None:
+            return pid
+    return None
+
+
+# -- passes -----------------------------------------------------------------------------------------------------
+
+NetResult = collections.namedtuple("NetResult", "samples peers shared_with")
+"""What :meth:`NetworkPass.read` returns: ``samples`` [(type, type_instance, (rx, tx))], ``peers``
+{type_instance: host interface name}, ``shared_with``: None, or the key of the container this namespace's
+figures are reported under (then ``samples`` and ``peers`` are empty)."""
+
+
+class _NsInfo(object):
+    """What RTM_GETLINK said about one namespace (kept by netns cookie): its links without counters,
+    which of them are reported and under which names, and the id it gives the host's namespace."""
+
+    __slots__ = ("links", "indexes", "checks", "names", "host_nsid", "host_veth", "age")
+
+    def __init__(self, links, host_nsid, select, bad):
+        self.links = [l._replace(stats=None) for l in links]
+        self.indexes = frozenset(l.index for l in links)
+        # SIOCGIFNAME requests and the answers expected while the names stay the same
+        self.checks = [(_IFREQ.pack(b"", l.index), _IFREQ.pack(l.name.encode("utf-8", "surrogateescape"), l.index))
+                       for l in links if l.name]
+        self.names = select_links(links, select, bad)
+        self.host_nsid = host_nsid
+        self.host_veth = host_nsid is not None and any(
+            l.kind == "veth" and l.link_netnsid == host_nsid and l.index in self.names for l in links)
+        self.age = 0
+
+
+def _noop(key, message):
+    pass
+
+
+class NetworkReader(object):
+    """Long-lived network state of a collector: options, log, who reports shared namespaces, and what
+    RTM_GETLINK said about each namespace (plain data; no descriptor is kept).
+
+    ``select``: an InterfaceSelect.  ``proc_root``: where the PIDs' /proc lives (``<HostRoot>/proc``).
+    ``warn_once`` / ``info_once``: ``(key, message)`` loggers that log each key once (the collector's).
+    ``host_peers``: also name the host end of each veth.
+    ``refresh``: passes between two RTM_GETLINK dumps of an unchanged namespace (the host's too).
+
+    Build it on a thread in the host's network namespace (collectd's init, the CLI's main thread): that
+    namespace is "home", and passes refuse to work on a thread that is not in it.  One pass at a time
+    (collectd never runs a read callback concurrently with itself).
+    """
+
+    def __init__(self, select=None, proc_root="/proc", warn_once=_noop, info_once=_noop, host_peers=True,
+                 refresh=30):
+        self.select = select if select is not None else InterfaceSelect()
+        self.proc_root = proc_root.rstrip("/") or "/proc"
+        self.warn_once = warn_once
+        self.info_once = info_once
+        self.want_peers = host_peers
+        self.refresh = refresh
+        self.use_pidfd = netns._pidfd_ok(self.proc_root)
+        self.owners = {}            # namespace identity -> key of the container it is reported under
+        self.info = {}              # netns cookie -> _NsInfo
+        self.host_veths = None      # {ifindex: Link} of the host's veths, from the last host dump
+        self.host_age = 0           # passes since that dump
+        self.home_ident = netns.thread_ns_ident()
+        self.disabled = None        # why namespace work stopped for good (a stranded thread)
+        self._local = threading.local()
+
+    def begin(self):
+        """A :class:`NetworkPass` for the calling thread; close it when the pass is over."""
+        return NetworkPass(self)
+
+    def buffer(self):
+        buf = getattr(self._local, "buf", None)
+        if buf is None:
+            buf = self._local.buf = bytearray(_RECV_SIZE)
+        return buf
+
+
+class NetworkPass(object):
+    """One pass over the containers, on one thread::
+
+        with reader.begin() as p:
+            for container in containers:
+                pid = network.first_pid(container.dirs)
+                res = p.read(container.key, pid, container.cgroup) if pid else None
+                ...
+
+    ``read`` never raises for a container's faults: it returns None and logs once.
+
+    A namespace shared by several containers is read once per pass and reported under one of them: the
+    first container of a pass that reaches it, which then keeps it in later passes for as long as it
+    is seen there (so the figures stay under one identifier); the others get ``shared_with`` = its key.
+    When that container leaves, the namespace is not reported for one pass, then goes to the first
+    container that reaches it.
+    """
+
+    def __init__(self, reader):
+        self.reader = reader
+        self.thread = threading.get_ident()
+        self.home = None
+        self.done = {}              # namespace identity -> key it was reported under in this pass
+        self.cookies = set()        # netns cookies read in this pass
+        self._host_sock = None      # a netlink socket in the home namespace, for this pass
+        self._host_dumped = False
+        self.closed = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Close the home namespace descriptor; forget namespaces this pass did not see."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.home is not None:
+            self.home.close()
+            self.home = None
+        if self._host_sock is not None:
+            self._host_sock.close()
+            self._host_sock = None
+        reader = self.reader
+        reader.host_age = 0 if self._host_dumped else reader.host_age + 1
+        # An owner that did not show up hands its namespace to the first container reaching it next pass.
+        reader.owners = dict(self.done)
+        if len(reader.info) > len(self.cookies):
+            for cookie in [c for c in reader.info if c not in self.cookies]:
+                del reader.info[cookie]
+
+    def _home(self):
+        if self.home is None:
+            home = netns.Home()
+            if home.ident != self.reader.home_ident:
+                home.close()
+                raise NotHome(0, "this thread is not in the network namespace the plugin started in "
+                              "(left in another by someone else?): network skipped on it", netns.THREAD_NS)
+            self.home = home
+        return self.home
+
+    def _host_socket(self):
+        if self._host_sock is None:
+            self._host_sock = netlink_socket()      # made on this thread, at home: the host's namespace
+        return self._host_sock
+
+    def _dump_host(self):
+        """{ifindex: Link} of the host namespace's veths, dumped now (at most once per pass)."""
+        reader = self.reader
+        self._host_dumped = True
+        try:
+            links, _ = dump(self._host_socket(), HOST_VETH_REQUEST, reader.buffer())
+        except OSError as e:
+            reader.warn_once(("net", "host dump", e.errno), "cannot list the host's veth interfaces: %s "
+                             "(host interface names left out)" % e)
+            reader.host_veths = {}
+        else:
+            reader.host_veths = {l.index: l for l in links if l.kind == "veth"}
+        return reader.host_veths
+
+    def _peers(self, info):
+        """{type_instance: host interface name} of the namespace's veths whose peer is in the host's.
+
+        The host's veths come from a dump kept between passes, checked each pass with one SIOCGIFNAME
+        per peer, and dumped again when a peer is missing or renamed, or every ``refresh`` passes."""
+        reader = self.reader
+        host = reader.host_veths
+        if host is None or (reader.host_age >= reader.refresh and not self._host_dumped):
+            host = self._dump_host()
+        found, wanted = _peer_links(info.links, info.names, host, info.host_nsid)
+        if not self._host_dumped and (len(found) < wanted or not self._host_names_hold(found)):
+            found, wanted = _peer_links(info.links, info.names, self._dump_host(), info.host_nsid)
+        return {ti: link.name for ti, link in found}
+
+    def _host_names_hold(self, found):
+        try:
+            fd = self._host_socket().fileno()
+        except OSError:
+            return False
+        return _same_names(fd, [(_IFREQ.pack(b"", l.index), _IFREQ.pack(l.name.encode("utf-8", "surrogateescape"),
+                                                                         l.index)) for _, l in found])
+
+    def read(self, key, pid, cgroup):
+        """Counters of the container ``key`` (any hashable) whose process ``pid`` is in ``cgroup``.
+
+        Returns a NetResult, or None (the container shares the host's namespace, is gone, may not be
+        entered, or failed: logged once).
+        """
+        reader = self.reader
+        if self.closed:
+            raise RuntimeError("NetworkPass used after close()")
+        if threading.get_ident() != self.thread:
+            raise RuntimeError("a NetworkPass belongs to the thread that began it")
+        if reader.disabled is not None:
+            return None
+        try:
+            return self._read(key, pid, cgroup)
+        except netns.Stranded as e:
+            reader.disabled = str(e)
+            reader.warn_once(("net", "stranded"), "network figures disabled: %s" % e)
+        except NotHome as e:
+            reader.warn_once(("net", "not home"), str(e))
+        except netns.PidMoved as e:
+            reader.info_once((key, "net", "moved"), "%s: network skipped this pass: %s" % (cgroup, e))
+        except fs.Gone:
+            reader.info_once((key, "net", "gone"), "%s: gone before its network could be read" % cgroup)
+        except OSError as e:        # NamespaceError (EPERM...), netlink errors
+            reader.warn_once((key, "net", e.errno), "%s: network skipped: %s" % (cgroup, e))
+        except Exception as e:      # a bug or a bizarre reply: this container only
+            reader.warn_once((key, "net", repr(e)), "%s: network skipped, unexpected error: %r" % (cgroup, e))
+        return None
+
+    def _read(self, key, pid, cgroup):
+        reader = self.reader
+        home = self._home()
+        handle = netns.open_netns(pid, cgroup, reader.proc_root, reader.use_pidfd)
+        try:
+            ident = handle.ident
+            if ident == home.ident:
+                reader.info_once((key, "net", "host"), "%s: in the host's network namespace: no network "
+                                 "figures of its own" % cgroup)
+                return None
+            reported = self.done.get(ident)
+            if reported is not None:
+                return NetResult([], {}, reported)
+            owner = reader.owners.get(ident)
+            if owner is not None and owner != key:
+                # Shared, and reported under another container in the last pass: keep it there.
+                return NetResult([], {}, owner)
+            # In, a socket, out: the socket stays bound to the container's namespace; all else runs here.
+            sock = netns.call_in(handle, home, netlink_socket)
+        finally:
+            handle.close()
+        bad = []
+        with sock:
+            samples, info = self._samples(sock, home, bad)
+        peers = {}
+        if info.host_veth and reader.want_peers:
+            peers = self._peers(info)
+        for entry in bad:
+            reader.warn_once((key, "net", "bad", entry), "%s: %s (skipped)" % (cgroup, entry))
+        self.done[ident] = key
+        return NetResult(samples, peers, None)
+
+    def _samples(self, sock, home, bad):
+        """(samples, _NsInfo) of the socket's namespace: RTM_GETSTATS, with RTM_GETLINK only when what is
+        known about the namespace may be stale."""
+        reader = self.reader
+        buf = reader.buffer()
+        cookie = netns_cookie(sock)
+        info = reader.info.get(cookie) if cookie is not None else None
+        if info is not None and info.age < reader.refresh:
+            stats = dump_stats(sock, buf)
+            if info.indexes == stats.keys() and _same_names(sock.fileno(), info.checks):
+                info.age += 1
+                self.cookies.add(cookie)
+                return samples_from_stats(info.names, stats, bad), info
+        want_nsid = reader.want_peers
+        links, nsids = dump(sock, LINKS_REQUEST + nsid_request(home.fd) if want_nsid else LINKS_REQUEST,
+                            buf, 1 if want_nsid else 0)
+        host_nsid = nsids[0] if nsids else None
+        if host_nsid == NETNSA_NSID_NOT_ASSIGNED \
+                and any(l.kind == "veth" and l.link_netnsid is not None for l in links):
+            # Asked before the dump gave the host an id in this namespace: ask again.
+            host_nsid = get_nsid(sock, home.fd, buf)
+        info = _NsInfo(links, host_nsid, reader.select, bad)
+        if cookie is not None:
+            reader.info[cookie] = info
+            self.cookies.add(cookie)
+        return samples_from_stats(info.names, {l.index: l.stats for l in links}, bad), info
