@@ -4,6 +4,8 @@
     collectd-cgroups --json          collectd's JSON format (as write_http's Format JSON)
     collectd-cgroups --root DIR      read DIR/proc/... and DIR/sys/fs/cgroup/... instead of the live system
     collectd-cgroups --pid PID       only the container that PID belongs to
+    collectd-cgroups --exited        containers that exited recently, with their final figures
+                                     (written by the plugin when CollectOnExit is on)
 """
 
 import argparse
@@ -12,7 +14,7 @@ import socket
 import sys
 import time
 
-from . import containers, identifiers
+from . import containers, identifiers, sentinel
 from .collector import GROUPS, Collector, Options
 
 
@@ -39,6 +41,9 @@ def _parse_args(argv):
     p.add_argument("--instance-format", default=identifiers.DEFAULT_INSTANCE_FORMAT)
     p.add_argument("--docker-data-root", default="/var/lib/docker")
     p.add_argument("--containers-storage", default="/var/lib/containers/storage")
+    p.add_argument("--exited", nargs="?", const=sentinel.STATE_FILE, metavar="FILE",
+                   help="show recently exited containers and their final figures (CollectOnExit; "
+                        "default file %s)" % sentinel.STATE_FILE)
     p.add_argument("--interval", type=float, default=10.0, help="interval written into --json output")
     return p.parse_args(argv)
 
@@ -109,8 +114,36 @@ def to_collectd_json(results, host, interval, now=None):
     return out
 
 
+def _exited(args):
+    """--exited (issue 6): the finals the plugin wrote, newest last."""
+    try:
+        finals = sentinel.read_state(args.exited)
+    except (OSError, ValueError) as e:
+        print("collectd-cgroups: no exited containers recorded (%s; is CollectOnExit on?)" % e, file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump(finals, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    rows = [["EXITED", "CONTAINER", "RUNTIME", "CPU s", "MEM PEAK", "BLK READ", "BLK WRITE", "NET RX", "NET TX",
+             "REMOVED"]]
+    for f in finals:
+        t, values = f["totals"], {(a, b): v for a, b, v in f["values"]}
+        peak = values.get(("memory", "max_usage"))
+        rows.append([time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f["time"])), f["instance"], f["runtime"],
+                     "%.2f" % t["final_cpu"] if "final_cpu" in t else "-", _human_bytes(peak[0] if peak else None)]
+                    + [_human_bytes(t.get(k)) for k in ("final_disk_read", "final_disk_write", "final_net_rx",
+                                                        "final_net_tx")]
+                    + ["yes" if f["removed"] else "no"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print("\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows))
+    return 0
+
+
 def main(argv=None):
     args = _parse_args(sys.argv[1:] if argv is None else argv)
+    if args.exited:
+        return _exited(args)
     groups = args.metrics
     if groups is None:
         # A captured tree has no live processes whose namespaces could be entered.

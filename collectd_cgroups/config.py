@@ -4,7 +4,7 @@ the CLI and the tests share it; every error names the option at fault."""
 from .collector import Options
 
 OPTIONS = ("Runtimes", "Match", "Ignore", "Metrics", "PerCPU", "InstanceFormat", "DockerDataRoot",
-           "ContainersStorage", "HostRoot", "Interface", "IgnoreSelected", "Interval", "SendMeta")
+           "ContainersStorage", "HostRoot", "Interface", "IgnoreSelected", "Interval", "SendMeta", "CollectOnExit")
 
 
 class ConfigError(ValueError):
@@ -68,6 +68,8 @@ def parse_config(node):
             interval = _number(child)
         elif key == "sendmeta":
             send_meta = _bool(child)
+        elif key == "collectonexit":      # issue 6: read by plugin.Instance
+            opts.collect_on_exit = _bool(child)
         else:
             raise ConfigError("%s: unknown option (known: %s)" % (child.key, ", ".join(OPTIONS)))
     try:

@@ -15,7 +15,7 @@ callback (several blocks may watch different hosts roots or runtimes).
 
 import collectd
 
-from . import identifiers
+from . import identifiers, sentinel
 from .collector import Collector, Options
 from .config import ConfigError, parse_config  # noqa: F401 (ConfigError re-exported)
 
@@ -37,6 +37,26 @@ class Instance(object):
         if interval:
             self.values.interval = interval
         self.had_containers = None
+        # CollectOnExit (issue 6): a watcher thread with a collector of its own places sentinels and
+        # dispatches each exited container's final figures from that thread (collectd.Values is thread-safe).
+        self.watcher = None
+        if getattr(options, "collect_on_exit", False):
+            self.watcher = sentinel.Watcher(
+                Collector(options, warn=_log(collectd.warning), info=_log(collectd.info)),
+                on_final=self.dispatch_final, warn=_log(collectd.warning), info=_log(collectd.info),
+                state_file=sentinel.STATE_FILE).start()
+
+    def dispatch_final(self, final):
+        """CollectOnExit: every sample once more and the lifetime totals, with meta final=true."""
+        v = collectd.Values(plugin=identifiers.PLUGIN, plugin_instance=final.instance)
+        if self.interval:
+            v.interval = self.interval
+        v.meta = dict(final.container.meta() if self.send_meta else {}, final=True)
+        for type_, type_instance, values in final.value_lists():
+            v.type = type_
+            v.type_instance = type_instance
+            v.values = values
+            v.dispatch()
 
     def read(self, data=None):
         try:
@@ -98,6 +118,9 @@ def init():
 
 
 def shutdown():
+    for instance in _instances:
+        if instance.watcher is not None:    # CollectOnExit: every sentinel leaves and exits
+            instance.watcher.stop()
     del _instances[:]
 
 

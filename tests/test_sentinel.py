@@ -1,0 +1,302 @@
+"""Final figures on exit (issue 6), on the real kernel with synthetic containers.
+
+A watcher of our own (collectd_cgroups.sentinel.Watcher) places a sentinel in each synthetic container;
+the tests end the containers' processes and check the final figures against independent sources (what the
+workload measured itself, what it allocated, what it sent), that the cgroups are gone afterwards and that no
+sentinel is left running.
+"""
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from collectd_cgroups import sentinel
+from collectd_cgroups.collector import Collector, Options
+from collectd_cgroups.synthetic import CgroupTree, check_path
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def wait_for(predicate, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out waiting for %s" % what)
+        time.sleep(0.01)
+
+
+def alive(pid):
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+class Log(object):
+    def __init__(self):
+        self.lines = []
+
+    def __call__(self, msg):
+        self.lines.append(msg)
+
+
+@pytest.fixture
+def tree():
+    prefix = "ccg-test-exit-%s" % secrets.token_hex(4)
+    with CgroupTree(prefix) as t:
+        yield t
+    assert t.existing_dirs() == []
+
+
+def make_watcher(tree, finals, groups=None, interfaces=(), **kw):
+    opts = Options(match=[("^/%s/(?P<name>[^/]+)$" % tree.prefix, "cgroup")], interfaces=list(interfaces),
+                   runtimes=())     # only this test's containers get sentinels
+    if groups is not None:
+        opts.groups = tuple(groups)
+    log = Log()
+    w = sentinel.Watcher(Collector(opts, warn=log, info=log), on_final=finals.append, warn=log, info=log, **kw)
+    w.log = log
+    return w
+
+
+def sentinel_of(w, timeout=10):
+    return wait_for(lambda: next(iter(w.sentinels.values()), None), timeout, "a sentinel to be placed")
+
+
+def test_final_figures_after_exit(tree):
+    finals = []
+    w = make_watcher(tree, finals)
+    c = tree.container("burn")
+    p = c.spawn(cpu_seconds=0.4, memory_mib=48, children=2).wait_ready()
+    w.start()
+    try:
+        s = sentinel_of(w)
+        assert s.pid in c.pids() and p.pid in c.pids()
+        for d in c.dirs.values():     # in every hierarchy of the container (v1 and the cgroup2 mount)
+            with open(d + "/cgroup.procs") as f:
+                assert str(s.pid) in f.read().split(), d
+        t_exit = time.monotonic()
+        p.kill()
+        wait_for(lambda: finals, 10, "final figures")
+        latency = time.monotonic() - t_exit
+        print("final figures %.3f s after the last process was killed" % latency)
+    finally:
+        w.stop()
+    f = finals[0]
+    values = {(t, ti): v for t, ti, v in f.samples}
+    totals = {ti: v[0] for _, ti, v in f.totals}
+    assert f.instance == "cgroup-burn"
+    # CPU: at least what the workload measured itself; peak memory: at least what it touched.
+    assert totals["final_cpu"] >= p.cpu_used - 0.01
+    assert values[("cpu", "total")][0] / 100.0 == pytest.approx(totals["final_cpu"])
+    assert values[("memory", "max_usage")][0] >= 48 << 20
+    assert values[("count", "pids")][0] >= 1      # the sentinel (pids.current also counts unreaped exits)
+    assert f.removed is True
+    for d in c.dirs.values():
+        assert not os.path.exists(d), d
+    assert not alive(s.pid)
+    assert w.sentinels == {} and w.recent[-1] is f
+
+
+def test_short_lived_container_gets_final_figures(tree):
+    """A container living less than one read interval (collectd's default 10 s) is covered as long as it
+    lives longer than the watcher's own discovery interval (DISCOVER_INTERVAL)."""
+    finals = []
+    w = make_watcher(tree, finals).start()
+    try:
+        c = tree.container("short")
+        p = c.spawn(cpu_seconds=0.2, exit_after=sentinel.DISCOVER_INTERVAL + 0.5)
+        p.wait_ready()
+        wait_for(lambda: finals, 15, "final figures of the short-lived container")
+        p.poll()
+    finally:
+        w.stop()
+    totals = {ti: v[0] for _, ti, v in finals[0].totals}
+    assert totals["final_cpu"] >= p.cpu_used - 0.01
+    assert finals[0].removed is True
+    assert not any(os.path.exists(d) for d in c.dirs.values())
+
+
+def test_killed_sentinel_is_noticed_once_and_nothing_breaks(tree):
+    """What crun does on stop (kill every process in the cgroup, the sentinel too)."""
+    finals = []
+    w = make_watcher(tree, finals).start()
+    try:
+        c = tree.container("crunlike")
+        p = c.spawn().wait_ready()
+        s = sentinel_of(w)
+        os.kill(s.pid, signal.SIGKILL)   # a process of ours: the sentinel the watcher started
+        p.kill()
+        wait_for(lambda: w.lost == 1, 10, "the watcher to notice")
+        time.sleep(3 * sentinel.POLL_INTERVAL + sentinel.DISCOVER_INTERVAL)
+        c.remove()      # the cgroups are removable: nothing of ours is left in them
+    finally:
+        w.stop()
+    assert finals == []
+    assert w.lost == 1 and w.sentinels == {}
+    assert len([m for m in w.log.lines if "sentinel was killed" in m]) == 1
+
+
+def test_stop_releases_every_sentinel(tree):
+    finals = []
+    w = make_watcher(tree, finals).start()
+    cs = [tree.container("run%d" % i) for i in range(3)]
+    procs = [c.spawn().wait_ready() for c in cs]
+    wait_for(lambda: len(w.sentinels) == 3, 10, "three sentinels")
+    pids = [s.pid for s in w.sentinels.values()]
+    w.stop()
+    for pid in pids:
+        assert not alive(pid)
+    for c, p in zip(cs, procs):
+        assert c.pids() == [p.pid]      # the containers' own processes are untouched
+        c.remove()
+    assert finals == []
+
+
+def test_sentinel_is_small_and_holds_nothing(tree):
+    finals = []
+    w = make_watcher(tree, finals).start()
+    try:
+        c = tree.container("small")
+        c.spawn().wait_ready()
+        s = sentinel_of(w)
+        wait_for(lambda: os.readlink("/proc/%d/exe" % s.pid).endswith("/sleep"), 5, "sleep to run")
+        status = dict(line.split(":", 1) for line in open("/proc/%d/status" % s.pid))
+        anon_kib = int(status["RssAnon"].split()[0])
+        rss_kib = int(status["VmRSS"].split()[0])
+        pss = [l for l in open("/proc/%d/smaps_rollup" % s.pid) if l.startswith("Pss:")][0]
+        print("sentinel: VmRSS %d KiB, RssAnon %d KiB, %s" % (rss_kib, anon_kib, pss.strip()))
+        assert anon_kib < 1024
+        fds = {int(n): os.readlink("/proc/%d/fd/%s" % (s.pid, n)) for n in os.listdir("/proc/%d/fd" % s.pid)}
+        assert fds == {0: "/dev/null", 1: "/dev/null", 2: "/dev/null"}
+        assert os.readlink("/proc/%d/cwd" % s.pid) == "/"
+        assert os.readlink("/proc/%d/root" % s.pid) == "/"
+        env = open("/proc/%d/environ" % s.pid, "rb").read()
+        assert sentinel.MARK.encode() + b"=" in env
+        # PR_SET_PDEATHSIG is set (field 'SigQ' does not show it; /proc/<pid>/stat does not either):
+        # proven by test_sentinels_die_with_a_killed_parent.
+    finally:
+        w.stop()
+
+
+_ORPHAN = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, %(checkout)r)
+    from collectd_cgroups import sentinel
+    from collectd_cgroups.collector import Collector, Options
+    opts = Options(match=[("^/%(prefix)s/(?P<name>[^/]+)$", "cgroup")], runtimes=())
+    w = sentinel.Watcher(Collector(opts)).start()
+    while not w.sentinels:
+        time.sleep(0.01)
+    print(" ".join(str(s.pid) for s in w.sentinels.values()), flush=True)
+    time.sleep(3600)
+""")
+
+
+def test_sentinels_die_with_a_killed_parent(tree):
+    """SIGKILL the process running the watcher: its sentinels exit by themselves (parent-death signal)
+    and leave the container's cgroups removable."""
+    c = tree.container("orphan")
+    p = c.spawn().wait_ready()
+    proc = subprocess.Popen([sys.executable, "-c", _ORPHAN % {"checkout": CHECKOUT, "prefix": tree.prefix}],
+                            stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        pids = [int(x) for x in proc.stdout.readline().split()]
+        assert len(pids) == 1 and pids[0] in c.pids()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        wait_for(lambda: not alive(pids[0]), 10, "the sentinel to exit")
+        assert c.pids() == [p.pid]
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        proc.stdout.close()
+    c.remove()
+
+
+_SENDER = r"""
+read gate
+ip link set lo up
+python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); r.bind(("127.0.0.1", 9999))
+for _ in range(200):
+    s.sendto(b"x" * 1000, ("127.0.0.1", 9999))
+'
+echo SENT
+exec sleep 1000
+"""
+
+
+def test_final_network_counters_survive_the_last_process(tree):
+    """The sentinel holds the container's network namespace: its counters are read after the container's
+    last process is gone.  The container sends 200 UDP datagrams of 1000 bytes over its own lo."""
+    finals = []
+    w = make_watcher(tree, finals, interfaces=["lo"])
+    c = tree.container("net")
+    proc = subprocess.Popen(["unshare", "--net", "--", "sh", "-c", _SENDER], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, start_new_session=True, cwd="/")
+    try:
+        for d in c.dirs.values():
+            with open(check_path(d) + "/cgroup.procs", "w") as f:
+                f.write(str(proc.pid))
+        proc.stdin.write(b"go\n")
+        proc.stdin.close()
+        assert proc.stdout.readline() == b"SENT\n"
+        w.start()
+        s = sentinel_of(w)
+        assert s.netns
+        ns = os.stat("/proc/%d/ns/net" % proc.pid)
+        st = os.stat("/proc/%d/ns/net" % s.pid)
+        assert (st.st_dev, st.st_ino) == (ns.st_dev, ns.st_ino)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        wait_for(lambda: finals, 10, "final figures")
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        proc.stdout.close()
+        w.stop()
+    f = finals[0]
+    values = {(t, ti): v for t, ti, v in f.samples}
+    totals = {ti: v[0] for _, ti, v in f.totals}
+    rx, tx = values[("if_octets", "lo")]
+    assert tx >= 200 * 1000 and rx >= 200 * 1000
+    assert values[("if_packets", "lo")][1] >= 200
+    assert totals["final_net_rx"] == rx and totals["final_net_tx"] == tx
+    assert f.removed is True and not any(os.path.exists(d) for d in c.dirs.values())
+    c.removed = True
+
+
+def test_two_watchers_share_a_container(tree):
+    """Two watchers (two collectd instances, or collectd and the CLI) each place a sentinel in the same
+    container: each recognises the other's sentinel, both report, and the cgroups end up removed."""
+    f1, f2 = [], []
+    w1 = make_watcher(tree, f1).start()
+    w2 = make_watcher(tree, f2).start()
+    try:
+        c = tree.container("shared")
+        p = c.spawn(cpu_seconds=0.1).wait_ready()
+        wait_for(lambda: w1.sentinels and w2.sentinels, 10, "two sentinels")
+        p.kill()
+        wait_for(lambda: f1 and f2, 10, "final figures from both watchers")
+        wait_for(lambda: not any(os.path.exists(d) for d in c.dirs.values()), 10, "the cgroups to go")
+    finally:
+        w1.stop()
+        w2.stop()
+    assert f1[0].instance == f2[0].instance == "cgroup-shared"
+    c.removed = True
