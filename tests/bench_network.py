@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from collectd_cgroups import fs, netns, network  # noqa: E402
-from test_network import NetLab  # noqa: E402
+from netnsutil import NetLab  # noqa: E402
 
 
 def proc_net_dev(pid):

@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from collectd_cgroups import fs, netns  # noqa: E402
-from test_network import NetLab, nsfs_fds, ns_of, run  # noqa: E402
+from netnsutil import NetLab, nsfs_fds, ns_of, run  # noqa: E402
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
