@@ -8,10 +8,10 @@ PY         := $(VENV)/bin/python
 BUILD      := $(SRC)/build
 # Debian's interpreter: the one collectd embeds (libpython3.11), not whatever python3 is first on PATH.
 SYSPY      := /usr/bin/python3
-APT_PKGS   := collectd-core collectd-utils libpython3.11 libyajl2 python3-venv iproute2 procps qemu-system-x86 busybox-static python3-cffi runc docker.io
+APT_PKGS   := collectd-core collectd-utils libpython3.11 libyajl2 python3-venv iproute2 procps qemu-system-x86 busybox-static python3-cffi runc docker.io podman lxc crun
 PYTEST_ARGS ?=
 
-.PHONY: deps venv run demo test clean
+.PHONY: deps venv run demo test clean bench bench-deps
 
 # Debian packages, installed only when missing.
 deps:
@@ -45,6 +45,22 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The benchmark (tests/bench/, not part of `make test`): prints figures, never fails on time.
+# It compiles its C floor and its container processes with gcc at run time.
+BENCH_PKGS := gcc libc6-dev util-linux iproute2 collectd-core libpython3.11
+BENCH_ARGS ?=
+
+bench-deps:
+	@missing=""; for p in $(BENCH_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+bench: venv bench-deps
+	$(PY) tests/bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(VENV) *.egg-info

@@ -394,9 +394,17 @@ class Watcher(object):
     def adopt(self, containers):
         """Give a sentinel to each container that has none yet (and has a process)."""
         live = set()
+        held = {s.container.key: s for s in self.sentinels.values()}
         for c in containers:
             key = (c.key, c.inode)
             live.add(key)
+            s = held.get(c.key)
+            if s is not None:
+                # Already watched (a live sentinel holds its cgroups: the path cannot have been re-created).
+                # Runtimes create a container's hierarchies one after the other: an earlier discovery may
+                # have seen only some of them (and keyed the container by another directory's inode).
+                self._join_more(s, c)
+                continue
             if key in self.sentinels or key in self.skip:
                 continue
             try:
@@ -472,6 +480,20 @@ class Watcher(object):
             raise
         self.placed += 1
         return s
+
+    def _join_more(self, s, c):
+        """Join the directories of ``c`` that sentinel ``s`` has not joined yet (they appeared since)."""
+        new = [(root, d) for root, d in c.dirs.items() if root not in s.container.dirs]
+        if not new or s.released:
+            return
+        for root, directory in new:
+            try:
+                _write_pid(directory, s.pid)
+            except OSError:
+                continue        # gone meanwhile, or a controller-less v2 mount: as in place()
+            s.joined.append((root, directory))
+        s.container.dirs = dict(s.container.dirs, **c.dirs)
+        s.primary = _primary(s.container.dirs, self.collector.hierarchies(), [d for _, d in s.joined])
 
     def _wait_netns(self, s, target):
         deadline = time.monotonic() + READY_TIMEOUT
