@@ -300,3 +300,50 @@ def test_two_watchers_share_a_container(tree):
         w2.stop()
     assert f1[0].instance == f2[0].instance == "cgroup-shared"
     c.removed = True
+
+
+def test_a_container_seen_half_created_gets_one_sentinel_in_every_directory(tree):
+    """Runtimes create a container's hierarchies one after the other: a discovery may see only some of
+    them.  The sentinel placed then must join the others when they appear (not a second sentinel, whose
+    partial "final" would come when the runtime tears the container down hierarchy by hierarchy)."""
+    finals = []
+    hier = dict(tree.hierarchies)
+    first, rest = "pids", [h for h in ("cpu", "cpuacct", "memory", "blkio") if h in hier]
+    dirs = {h: check_path("%s/%s/late" % (hier[h], tree.prefix)) for h in [first] + rest}
+    for h in [first] + rest:
+        os.makedirs(os.path.dirname(dirs[h]), exist_ok=True)
+    proc = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    w = make_watcher(tree, finals)
+    try:
+        os.mkdir(dirs[first])
+        with open(dirs[first] + "/cgroup.procs", "w") as f:
+            f.write(str(proc.pid))
+        w.start()
+        s = sentinel_of(w)
+        for h in rest:                      # the runtime goes on creating the container
+            os.mkdir(dirs[h])
+            with open(dirs[h] + "/cgroup.procs", "w") as f:
+                f.write(str(proc.pid))
+
+        def joined_everywhere():
+            for d in dirs.values():
+                with open(d + "/cgroup.procs") as f:
+                    if str(s.pid) not in f.read().split():
+                        return False
+            return True
+        wait_for(joined_everywhere, 10, "the sentinel to join the late directories")
+        time.sleep(2 * sentinel.DISCOVER_INTERVAL)
+        assert len(w.sentinels) == 1
+        proc.kill()
+        wait_for(lambda: finals, 10, "final figures")
+    finally:
+        w.stop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for d in dirs.values():
+            if os.path.isdir(d):
+                os.rmdir(d)
+    assert len(finals) == 1 and finals[0].removed is True
+    values = {(t, ti) for t, ti, _ in finals[0].samples}
+    assert ("cpu", "total") in values and ("memory", "usage") in values   # not a pids-only "final"
