@@ -54,6 +54,17 @@ def start_collectd(workdir, match, extra=()):
     return cd, out
 
 
+# collectd's write threads store a final's values in any order: wait for every one asserted on.
+_FINAL_KEYS = (("cpu", "total"), ("duration", "final_cpu"), ("bytes", "final_disk_write"),
+               ("bytes", "final_net_tx"), ("bytes", "final_net_rx"), ("memory", "max_usage"))
+
+
+def _wait_all_finals(out, instance, timeout=30):
+    return harness.wait_until(
+        lambda: (lambda f: f if all(k in f for k in _FINAL_KEYS) else None)(finals_of(out, instance)),
+        timeout, what="final values %s of %s" % (list(_FINAL_KEYS), instance))
+
+
 def finals_of(path, instance):
     rows = []
     try:
@@ -203,7 +214,7 @@ def test_runc_container_gets_final_figures(tmp_path):
                                stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=60)
                 dirs = ["/sys/fs/cgroup/%s/%s/%s" % (h, prefix, name) for h in ("cpu", "memory", "blkio", "pids")]
                 harness.wait_until(lambda: sentinels_in(dirs[1]), 20, what="a sentinel in the runc container")
-                final = harness.wait_until(lambda: finals_of(out, "cgroup-" + name), 30, what="final values")
+                final = _wait_all_finals(out, "cgroup-" + name)
                 harness.wait_until(lambda: not any(os.path.exists(d) for d in dirs), 10,
                                    what="the container's cgroups to be removed")
                 delete = subprocess.run([RUNC, "--root", state, "delete", cid], stdout=subprocess.PIPE,
@@ -268,7 +279,7 @@ def test_docker_container_gets_final_figures(tmp_path):
                 cid = run.stdout.decode().split()[-1]
                 dirs = ["/sys/fs/cgroup/%s/%s/docker/%s" % (h, prefix, cid) for h in ("cpu", "memory", "blkio", "pids")]
                 harness.wait_until(lambda: sentinels_in(dirs[1]), 20, what="a sentinel in the docker container")
-                final = harness.wait_until(lambda: finals_of(out, "docker-job"), 30, what="final values")
+                final = _wait_all_finals(out, "docker-job")
                 harness.wait_until(lambda: not any(os.path.exists(d) for d in dirs), 10,
                                    what="the container's cgroups to be removed")
                 text = docker("logs", "job").stdout.decode()

@@ -45,7 +45,8 @@ mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts devpts $R/dev/pts
 mount -t tmpfs tmpfs $R/dev/shm
 mount -t tmpfs -o mode=0755 tmpfs $R/run || die "mount /run"
-mount -t tmpfs -o mode=1777 tmpfs $R/tmp || die "mount /tmp"
+# /tmp stays the overlay's (writable, host copy read-only beneath): a tmpfs over it would hide a
+# checkout that lives under /tmp, as CI's may.
 # cgroup2 only, mounted the way systemd mounts it.
 mount -t cgroup2 -o nsdelegate,memory_recursiveprot cgroup2 $R/sys/fs/cgroup || die "mount cgroup2"
 CG=$R/sys/fs/cgroup
