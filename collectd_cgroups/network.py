@@ -260,6 +260,13 @@ def netns_cookie(sock):
         return None
 
 
+def _name_checks(found):
+    """SIOCGIFNAME requests for the host ends in ``found`` ([(type_instance, Link)]) and the answers that say
+    their names are unchanged."""
+    return [(_IFREQ.pack(b"", l.index), _IFREQ.pack(l.name.encode("utf-8", "surrogateescape"), l.index))
+            for _, l in found]
+
+
 def _same_names(fd, checks):
     """Whether every interface still has the name it had (one SIOCGIFNAME per interface)."""
     ioctl = fcntl.ioctl
@@ -464,6 +471,9 @@ def _first_pid_below(directory, depth, visited):
 
 # -- passes -----------------------------------------------------------------------------------------------------
 
+#: What NetworkPass.read(..., stale=STALE) returns when a remembered PID has exited or left its container.
+STALE = object()
+
 NetResult = collections.namedtuple("NetResult", "samples peers shared_with")
 """What :meth:`NetworkPass.read` returns: ``samples`` [(type, type_instance, (rx, tx))], ``peers``
 {type_instance: host interface name}, ``shared_with``: None, or the key of the container this namespace's
@@ -474,7 +484,7 @@ class _NsInfo(object):
     """What RTM_GETLINK said about one namespace (kept by netns cookie): its links without counters,
     which of them are reported and under which names, and the id it gives the host's namespace."""
 
-    __slots__ = ("links", "indexes", "checks", "names", "host_nsid", "host_veth", "age")
+    __slots__ = ("links", "indexes", "checks", "names", "host_nsid", "host_veth", "age", "peers")
 
     def __init__(self, links, host_nsid, select, bad):
         self.links = [l._replace(stats=None) for l in links]
@@ -487,6 +497,8 @@ class _NsInfo(object):
         self.host_veth = host_nsid is not None and any(
             l.kind == "veth" and l.link_netnsid == host_nsid and l.index in self.names for l in links)
         self.age = 0
+        # (the host dump it was found in, [(type_instance, host Link)], wanted, SIOCGIFNAME checks, peers)
+        self.peers = None
 
 
 def _noop(key, message):
@@ -626,24 +638,36 @@ class NetworkPass(object):
         host = reader.host_veths
         if host is None or (reader.host_age >= reader.refresh and not self._host_dumped):
             host = self._dump_host()
-        found, wanted = _peer_links(info.links, info.names, host, info.host_nsid)
-        if not self._host_dumped and (len(found) < wanted or not self._host_names_hold(found)):
-            found, wanted = _peer_links(info.links, info.names, self._dump_host(), info.host_nsid)
-        return {ti: link.name for ti, link in found}
+        cached = info.peers
+        if cached is not None and cached[0] is host:
+            # The same links against the same host dump: the same peers (still checked by name below).
+            _, found, wanted, checks, peers = cached
+        else:
+            found, wanted = _peer_links(info.links, info.names, host, info.host_nsid)
+            checks = peers = None
+        if not self._host_dumped and (len(found) < wanted or not self._host_names_hold(found, checks)):
+            host = self._dump_host()
+            found, wanted = _peer_links(info.links, info.names, host, info.host_nsid)
+            checks = peers = None
+        if peers is None:
+            peers = {ti: link.name for ti, link in found}
+            info.peers = (host, found, wanted, checks if checks is not None else _name_checks(found), peers)
+        return dict(peers)
 
-    def _host_names_hold(self, found):
+    def _host_names_hold(self, found, checks=None):
         try:
             fd = self._host_socket().fileno()
         except OSError:
             return False
-        return _same_names(fd, [(_IFREQ.pack(b"", l.index), _IFREQ.pack(l.name.encode("utf-8", "surrogateescape"),
-                                                                         l.index)) for _, l in found])
+        return _same_names(fd, checks if checks is not None else _name_checks(found))
 
-    def read(self, key, pid, cgroup):
+    def read(self, key, pid, cgroup, stale=None):
         """Counters of the container ``key`` (any hashable) whose process ``pid`` is in ``cgroup``.
 
         Returns a NetResult, or None (the container shares the host's namespace, is gone, may not be
-        entered, or failed: logged once).
+        entered, or failed: logged once).  With ``stale`` (a PID remembered from an earlier pass), a PID
+        that has exited or left the container returns ``stale`` instead, unlogged: the caller looks for
+        another PID of the container.
         """
         reader = self.reader
         if self.closed:
@@ -660,8 +684,12 @@ class NetworkPass(object):
         except NotHome as e:
             reader.warn_once(("net", "not home"), str(e))
         except netns.PidMoved as e:
+            if stale is not None:
+                return stale
             reader.info_once((key, "net", "moved"), "%s: network skipped this pass: %s" % (cgroup, e))
         except fs.Gone:
+            if stale is not None:
+                return stale
             reader.info_once((key, "net", "gone"), "%s: gone before its network could be read" % cgroup)
         except OSError as e:        # NamespaceError (EPERM...), netlink errors
             reader.warn_once((key, "net", e.errno), "%s: network skipped: %s" % (cgroup, e))

@@ -13,6 +13,8 @@ Each ``<Module>`` block is one independent instance with its own read
 callback (several blocks may watch different hosts roots or runtimes).
 """
 
+import gc
+
 import collectd
 
 from . import identifiers, sentinel
@@ -37,6 +39,7 @@ class Instance(object):
         if interval:
             self.values.interval = interval
         self.had_containers = None
+        self._empty_meta = {}   # the meta of every value when SendMeta is off (never changed)
         # CollectOnExit (issue 6): a watcher thread with a collector of its own places sentinels and
         # dispatches each exited container's final figures from that thread (collectd.Values is thread-safe).
         self.watcher = None
@@ -65,27 +68,54 @@ class Instance(object):
             self.collector.warn_once(("read", repr(e)), "read pass failed: %r" % (e,))
 
     def _read(self):
-        results = self.collector.collect()
-        if bool(results) != self.had_containers:
-            self.had_containers = bool(results)
-            collectd.info("%s: %s" % (NAME, "%d container(s) found" % len(results) if results else
-                                      "no container found (start one, or run `make demo`)"))
-        v = self.values
-        for item in results:
-            v.plugin_instance = item.instance
-            meta = v.meta = item.container.meta() if self.send_meta else {}
-            peers = item.peers
-            for type_, type_instance, values in item.samples:
-                if peers:
-                    # Interface values carry the host end of their veth pair.
-                    peer = peers.get(type_instance) if type_.startswith("if_") else None
-                    wanted = dict(meta, **{identifiers.HOST_INTERFACE_META: peer}) if peer else meta
-                    if v.meta != wanted:
-                        v.meta = wanted
-                v.type = type_
-                v.type_instance = type_instance
-                v.values = values
-                v.dispatch()
+        # A pass allocates a few hundred thousand short-lived objects (samples, file contents), all freed
+        # when it ends: with the cycle collector on, they would trigger collections that also walk every
+        # long-lived object, so the cost of a pass would grow faster than the number of containers.  It
+        # is off for the pass (only if it was on: another plugin may have turned it off itself).
+        gc_was_on = gc.isenabled()
+        if gc_was_on:
+            gc.disable()
+        try:
+            results = self.collector.collect()
+            if bool(results) != self.had_containers:
+                self.had_containers = bool(results)
+                collectd.info("%s: %s" % (NAME, "%d container(s) found" % len(results) if results else
+                                          "no container found (start one, or run `make demo`)"))
+            # The dispatch loop runs once per value (tens of thousands a pass on a big host): each
+            # attribute set costs collectd a conversion (for ``type`` a types.db lookup too), so only what
+            # changed is set.
+            v = self.values
+            send_meta = self.send_meta
+            empty = self._empty_meta
+            last_type = None
+            for item in results:
+                v.plugin_instance = item.instance
+                meta = item.container.meta() if send_meta else empty
+                if v.meta is not meta:
+                    v.meta = meta
+                peers = item.peers
+                with_peer = {}
+                for type_, type_instance, values in item.samples:
+                    if peers:
+                        # Interface values carry the host end of their veth pair.
+                        peer = peers.get(type_instance) if type_instance in peers and type_.startswith("if_") \
+                            else None
+                        if peer:
+                            wanted = with_peer.get(peer)
+                            if wanted is None:
+                                wanted = with_peer[peer] = dict(meta, **{identifiers.HOST_INTERFACE_META: peer})
+                        else:
+                            wanted = meta
+                        if v.meta is not wanted:
+                            v.meta = wanted
+                    if type_ is not last_type:
+                        v.type = last_type = type_
+                    v.type_instance = type_instance
+                    v.values = values
+                    v.dispatch()
+        finally:
+            if gc_was_on:
+                gc.enable()
 
 
 _config_blocks = []

@@ -76,8 +76,26 @@ GENERATIONS = (
     Generation("throttle", "blkio.throttle."),
 )
 
+# v1 file name -> (generation index, kind index, 0 for X_recursive / 1 for X, name): the order parse_v1
+# takes them in.
+_KIND_OF = dict((name, (g, k, alt, name)) for g, gen in enumerate(GENERATIONS)
+                for k, (_, names) in enumerate(gen.kinds) for alt, name in enumerate(names))
+
 # parse of each kind's file: rwstat (per device Read/Write/...) or one value per device
 _SINGLE = frozenset(("sectors",))
+
+
+_majmin_seen = set()     # device tokens that matched _MAJMIN already (a handful per host)
+
+
+def _is_majmin(dev):
+    if dev in _majmin_seen:
+        return True
+    if _MAJMIN.match(dev) is None:
+        return False
+    if len(_majmin_seen) < 4096:
+        _majmin_seen.add(dev)
+    return True
 
 
 def rwstat(data, bad):
@@ -92,7 +110,7 @@ def rwstat(data, bad):
                 if op not in _SUMS:
                     bad.append("unknown operation %r" % op.decode("ascii", "replace"))
                 continue
-            if value.isdigit() and _MAJMIN.match(dev):
+            if value.isdigit() and _is_majmin(dev):
                 entry = out.get(dev)
                 if entry is None:
                     entry = out[dev] = [0, 0, None]
@@ -190,20 +208,22 @@ class Blkio(object):
 
     def parse_v1(self, data, bad):
         found = {}
-        for gen in GENERATIONS:
-            for kind, names in gen.kinds:
-                raw = data.get(names[0])
-                if raw is None:
-                    raw = data.get(names[1])
-                    if raw is None:
-                        continue
-                parsed = per_device(raw, bad) if kind in _SINGLE else rwstat(raw, bad)
-                merged = found.get(kind)
-                if merged is None:
-                    found[kind] = parsed
-                    continue
-                for dev, value in parsed.items():
-                    merged.setdefault(dev, value)     # the first generation to list a device wins
+        # Which (generation, kind) files are here, in generation order (usually one generation's two).
+        present = sorted(_KIND_OF[name] for name in data if name in _KIND_OF)
+        done = None
+        for gen_index, kind_index, _, name in present:
+            if (gen_index, kind_index) == done:
+                continue                      # X_recursive was there: X is not read again
+            done = (gen_index, kind_index)
+            kind = GENERATIONS[gen_index].kinds[kind_index][0]
+            raw = data[name]
+            parsed = per_device(raw, bad) if kind in _SINGLE else rwstat(raw, bad)
+            merged = found.get(kind)
+            if merged is None:
+                found[kind] = parsed
+                continue
+            for dev, value in parsed.items():
+                merged.setdefault(dev, value)     # the first generation to list a device wins
         return self._samples(found)
 
     def parse_v2(self, data, bad):

@@ -72,7 +72,52 @@ class Memory(object):
     files_v2 = ("memory.stat", "memory.current", "memory.peak", "memory.max", "memory.high",
                 "memory.swap.current", "memory.swap.max", "memory.events")
 
+    def __init__(self):
+        # memory.stat has the same keys in every cgroup of a kernel: its parse is planned once per set
+        # of keys (formats.FlatPlans), then made by position; anything unusual takes the plain parse.
+        self._plans_v1 = formats.FlatPlans(_plan_v1)
+        self._plans_v2 = formats.FlatPlans(_plan_v2)
+
     def parse_v1(self, data, bad):
+        raw = data.get("memory.stat")
+        if raw is not None:
+            planned = self._plans_v1.get(raw)
+            if planned is not None:
+                try:
+                    return self._planned_v1(data, bad, *planned)
+                except ValueError:
+                    pass        # a value that is not a number: the plain parse says which line
+        return self._parse_v1(data, bad)
+
+    def _planned_v1(self, data, bad, plan, values):
+        samples, unknown, inactive, limit, memsw = plan
+        out = []
+        usage = data.get("memory.usage_in_bytes")
+        if usage is not None:
+            usage = formats.single_value(usage)
+            out.append(("memory", "usage", (usage,)))
+            if inactive is not None:
+                out.append(("memory", "working_set", (max(usage - int(values[inactive]), 0),)))
+        peak = data.get("memory.max_usage_in_bytes")
+        if peak is not None:
+            out.append(("memory", "max_usage", (formats.single_value(peak),)))
+        if limit is not None:
+            value = int(values[limit])
+            if value < UNLIMITED:
+                out.append(("memory", "limit", (value,)))
+        if memsw is not None:
+            value = int(values[memsw])
+            if value < UNLIMITED:
+                out.append(("memory", "memsw_limit", (value,)))
+        failcnt = data.get("memory.failcnt")
+        if failcnt is not None:
+            out.append(("derive", "memory_failcnt", (formats.single_value(failcnt),)))
+        out += [(type_, field, (int(values[i]),)) for type_, field, i in samples]
+        if unknown:
+            bad += unknown
+        return out
+
+    def _parse_v1(self, data, bad):
         out = []
         raw = data.get("memory.stat")
         stat = formats.flat_keyed(raw, bad) if raw is not None else {}
@@ -99,15 +144,32 @@ class Memory(object):
         return out
 
     def parse_v2(self, data, bad):
+        raw = data.get("memory.stat")
+        if raw is not None:
+            planned = self._plans_v2.get(raw)
+            if planned is not None:
+                try:
+                    return self._parse_v2(data, bad, planned)
+                except ValueError:
+                    pass
+        return self._parse_v2(data, bad)
+
+    def _parse_v2(self, data, bad, planned=None):
         out = []
         raw = data.get("memory.stat")
-        stat = formats.flat_keyed(raw, bad) if raw is not None else {}
+        if planned is not None:
+            (samples, unknown, inactive), values = planned
+            inactive = int(values[inactive]) if inactive is not None else None
+            stat_out = [(type_, field, (int(values[i]),)) for type_, field, i in samples]
+        else:
+            stat = formats.flat_keyed(raw, bad) if raw is not None else {}
+            inactive = stat.get("inactive_file")
         current = data.get("memory.current")
         if current is not None:
             current = formats.single_value(current)
             out.append(("memory", "usage", (current,)))
-            if "inactive_file" in stat:
-                out.append(("memory", "working_set", (max(current - stat["inactive_file"], 0),)))
+            if inactive is not None:
+                out.append(("memory", "working_set", (max(current - inactive, 0),)))
         for name, instance in (("memory.peak", "max_usage"), ("memory.max", "limit"),
                                ("memory.high", "high"), ("memory.swap.current", "swap_usage"),
                                ("memory.swap.max", "swap_limit")):
@@ -121,5 +183,29 @@ class Memory(object):
         if events is not None:
             for key, value in sorted(formats.flat_keyed(events, bad).items()):
                 out.append(("derive", "memory_" + key, (value,)))
-        out.extend(_stat_samples(stat, bad))
+        if planned is not None:
+            out += stat_out
+            if unknown:
+                bad += unknown
+        else:
+            out.extend(_stat_samples(stat, bad))
         return out
+
+
+def _template(stat_index):
+    """What _stat_samples makes of a memory.stat, with value indexes for values: ([(type, field, index)],
+    [what it reports as unknown])."""
+    unknown = []
+    return [(type_, field, index) for type_, field, (index,) in _stat_samples(stat_index, unknown)], unknown
+
+
+def _plan_v1(index):
+    samples, unknown = _template(v1_hierarchical_view(index))
+    view = v1_hierarchical_view(index)
+    return (samples, unknown, view.get("inactive_file"), index.get("hierarchical_memory_limit"),
+            index.get("hierarchical_memsw_limit"))
+
+
+def _plan_v2(index):
+    samples, unknown = _template(index)
+    return samples, unknown, index.get("inactive_file")

@@ -2,9 +2,15 @@
 stall time of each line as a counter in milliseconds, so its rate is the
 thousandths of wall time some (or all) tasks were stalled."""
 
+import re
+
 from . import formats
 
 RESOURCES = ("cpu", "memory", "io")
+
+# The kernel's own layout (a "some" line, and a "full" line since 5.13 for cpu): parsed with one match.
+_AVGS = rb" avg10=[0-9.]+ avg60=[0-9.]+ avg300=[0-9.]+ total=([0-9]+)\n"
+_PLAIN = re.compile(rb"some" + _AVGS + rb"(?:full" + _AVGS + rb")?\Z")
 
 
 class Pressure(object):
@@ -12,6 +18,7 @@ class Pressure(object):
     controller = "unified"   # always read from the cgroup2 mount, on hybrid hosts too
     files_v1 = ()
     files_v2 = tuple(r + ".pressure" for r in RESOURCES)
+    _names = dict((r, ("pressure_%s_full" % r, "pressure_%s_some" % r)) for r in RESOURCES)
 
     def parse_v1(self, data, bad):
         return []
@@ -21,6 +28,14 @@ class Pressure(object):
         for resource in RESOURCES:
             raw = data.get(resource + ".pressure")
             if raw is None:
+                continue
+            m = _PLAIN.match(raw)
+            if m is not None:           # what the general parse below makes of it, sorted: full, some
+                some, full = m.groups()
+                full_name, some_name = self._names[resource]
+                if full is not None:
+                    out.append(("total_time_in_ms", full_name, (int(full) // 1000,)))
+                out.append(("total_time_in_ms", some_name, (int(some) // 1000,)))
                 continue
             for kind, fields in sorted(formats.nested_keyed(raw, bad).items()):
                 total = fields.get("total")

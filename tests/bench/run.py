@@ -1,0 +1,779 @@
+"""Benchmark: the plugin's CPU cost per container and pass, next to a C floor, at 100 and 1000 containers.
+
+Run as root from the checkout (``make bench`` does)::
+
+    .venv/bin/python tests/bench/run.py [--sizes 100,1000] [--passes 15] [--intervals 30] [--rounds 3] [--profile]
+
+What it does (everything it creates is its own, and removed at the end, also on Ctrl-C or SIGTERM):
+
+1. builds ``box`` and ``floor`` (tests/bench/box.c, floor.c) with gcc in a temporary directory;
+2. makes the lab (tests/bench/lab.py): a network namespace playing the host, then N containers: a cgroup
+   directory in each hierarchy under ``ccgbench-<hex>``, one process, its own network namespace with a
+   veth pair to the lab's host namespace, a little memory and I/O; first N = 100, later 900 more;
+3. at each size measures, per container and pass:
+
+   (a) in-process: the plugin's whole pass (``plugin.Instance.read``: discovery, every metric group,
+       identifiers, the dispatch loop) on a thread inside the lab's host namespace, dispatching to a
+       stand-in ``collectd.Values`` whose ``dispatch`` does nothing: the thread's CPU time per pass;
+   (b) in collectd: collectd 5.12 with ``Interval 1`` and the network writer (to a port of the lab's
+       loopback that nobody listens on), run under
+       ``nsenter --net=<lab host namespace>`` with the soft RLIMIT_NOFILE of a systemd service (1024):
+       the CPU time of the whole collectd process (every thread, from /proc/<pid>/task/*/schedstat) in
+       each interval, minus the median of the same collectd without the plugin (no python plugin at all);
+       and both processes' resident memory (VmRSS) at the end;
+   (c) the C floor: ``floor`` opens, reads and closes every file the plugin read in a pass (as traced
+       in a pass of the plugin: ``os.open``/``os.read``/``os.pread``/``os.scandir``), lists the same
+       directories, and makes the same setns + netlink RTM_GETSTATS dump for each container;
+
+4. prints a table: medians over the passes (over the intervals for collectd) and their min-max spread,
+   the ratios a/c and b/c, the scaling from the smallest to the largest size, and the pass wall time.
+
+Figures only: nothing here fails on time.  ``--profile`` adds cProfile's top functions for an in-process
+pass at each size.
+"""
+
+import argparse
+import concurrent.futures
+import cProfile
+import ctypes
+import fcntl
+import io
+import os
+import pickle
+import pstats
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _src(argv):
+    """--src DIR, looked at before anything imports collectd_cgroups (see main)."""
+    for i, arg in enumerate(argv):
+        if arg == "--src" and i + 1 < len(argv):
+            return os.path.abspath(argv[i + 1])
+        if arg.startswith("--src="):
+            return os.path.abspath(arg[len("--src="):])
+    return os.path.dirname(os.path.dirname(HERE))
+
+
+SRC = _src(sys.argv[1:])        # the checkout whose collectd_cgroups is measured
+sys.path.insert(0, HERE)
+sys.path.insert(1, SRC)
+
+from lab import BenchLab, cleanup_stale  # noqa: E402
+
+COLLECTD = "/usr/sbin/collectd"
+CLONE_NEWNET = 0x40000000
+SYSTEMD_SOFT_NOFILE = 1024
+
+
+# -- plumbing ------------------------------------------------------------------------------------------------
+
+class Interrupted(BaseException):
+    pass
+
+
+def _on_signal(signum, frame):
+    raise Interrupted("signal %d" % signum)
+
+
+def build(workdir):
+    """Compile box.c and floor.c; returns their paths."""
+    out = {}
+    for name in ("box", "floor"):
+        path = os.path.join(workdir, name)
+        res = subprocess.run(["gcc", "-O2", "-Wall", "-o", path, os.path.join(HERE, name + ".c")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if res.returncode != 0:
+            raise RuntimeError("gcc %s.c failed:\n%s" % (name, res.stdout.decode(errors="replace")))
+        out[name] = path
+    return out
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _enter(path):
+    """Thread initializer: move the calling thread into the network namespace at ``path`` (ctypes)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e), path)
+    finally:
+        os.close(fd)
+
+
+def stats(values):
+    return statistics.median(values), min(values), max(values)
+
+
+# -- (a) in-process ------------------------------------------------------------------------------------------
+
+class Sink(object):
+    """Stand-in for collectd.Values: keeps what the plugin sets, ``dispatch`` discards it (or, while
+    ``Sink.recording`` is a list, appends the value list to it)."""
+
+    __slots__ = ("host", "plugin", "plugin_instance", "type", "type_instance", "values", "interval", "time",
+                 "meta")
+    recording = None
+
+    def __init__(self, **kw):
+        self.meta = {}
+        for key, value in kw.items():
+            setattr(self, key, value)
+
+    def dispatch(self):
+        if Sink.recording is not None:
+            Sink.recording.append((self.plugin_instance, self.type, self.type_instance, tuple(self.values),
+                                   dict(self.meta)))
+
+
+def stub_collectd():
+    """A ``collectd`` module just complete enough to import the plugin; logs kept in ``messages``."""
+    mod = types.ModuleType("collectd")
+    mod.messages = []
+    mod.Values = Sink
+    for level in ("error", "warning", "notice", "info", "debug"):
+        setattr(mod, level, lambda msg, level=level: mod.messages.append((level, msg)))
+    for hook in ("register_config", "register_init", "register_read", "register_shutdown"):
+        setattr(mod, hook, lambda *a, **kw: None)
+    sys.modules["collectd"] = mod
+    return mod
+
+
+class Tracer(object):
+    """What a pass reads, in order: [("D", dir) | ("F", file)], from os.open/read/pread/scandir."""
+
+    def __init__(self):
+        self.paths = {}         # fd -> path, for every os.open since install()
+        self.on = False
+        self.events = []
+        self.saved = {}
+
+    def install(self):
+        tracer = self
+        real = self.saved = {n: getattr(os, n) for n in ("open", "read", "pread", "scandir")}
+        real_fcntl = self.saved_fcntl = fcntl.fcntl
+
+        def fcntl_(fd, cmd, arg=0):
+            result = real_fcntl(fd, cmd, arg)
+            if cmd in (fcntl.F_DUPFD, fcntl.F_DUPFD_CLOEXEC) and fd in tracer.paths:
+                tracer.paths[result] = tracer.paths[fd]     # a descriptor moved up (fs.KeptFiles)
+            return result
+        fcntl.fcntl = fcntl_
+
+        def open_(path, flags, *a, **kw):
+            fd = real["open"](path, flags, *a, **kw)
+            tracer.paths[fd] = os.fsdecode(path)
+            return fd
+
+        def read_(fd, n):
+            if tracer.on and fd in tracer.paths:
+                tracer.events.append(("F", tracer.paths[fd]))
+            return real["read"](fd, n)
+
+        def pread_(fd, n, offset):
+            if tracer.on and fd in tracer.paths:
+                tracer.events.append(("F", tracer.paths[fd]))
+            return real["pread"](fd, n, offset)
+
+        def scandir_(path="."):
+            if tracer.on:
+                tracer.events.append(("D", os.fsdecode(path)))
+            return real["scandir"](path)
+
+        os.open, os.read, os.pread, os.scandir = open_, read_, pread_, scandir_
+        from collectd_cgroups import fs
+        self.saved_fs_pread = getattr(fs, "_pread", None)
+        if self.saved_fs_pread is not None:
+            fs._pread = pread_          # fs binds os.pread at import, for its fast path
+
+    def uninstall(self):
+        for name, fn in self.saved.items():
+            setattr(os, name, fn)
+        fcntl.fcntl = self.saved_fcntl
+        if self.saved_fs_pread is not None:
+            from collectd_cgroups import fs
+            fs._pread = self.saved_fs_pread
+
+
+class SpawnCounter(object):
+    """Counts fork/exec/spawn calls made through Python while active (a pass must make none)."""
+
+    NAMES = ("fork", "forkpty", "posix_spawn", "posix_spawnp", "execv", "execve", "execvp", "execvpe",
+             "system", "popen")
+
+    def __init__(self, calls):
+        self.calls = calls
+        self.saved = {}
+
+    def __enter__(self):
+        for name in self.NAMES:
+            real = getattr(os, name, None)
+            if real is None:
+                continue
+            self.saved[name] = real
+
+            def counting(*a, _name=name, _real=real, **kw):
+                self.calls.append(_name)
+                return _real(*a, **kw)
+            setattr(os, name, counting)
+        self.saved_popen = subprocess.Popen.__init__
+
+        def popen_init(popen, *a, **kw):
+            self.calls.append("subprocess.Popen")
+            return self.saved_popen(popen, *a, **kw)
+        subprocess.Popen.__init__ = popen_init
+        return self
+
+    def __exit__(self, *exc):
+        for name, real in self.saved.items():
+            setattr(os, name, real)
+        subprocess.Popen.__init__ = self.saved_popen
+
+
+def floor_plan(events, pids):
+    """The floor's plan from a traced pass: D and F lines; after each /proc/<pid>/cgroup (the plugin's
+    check that the PID is the container's), an N line for that container's namespace."""
+    lines = []
+    last = None
+    for kind, path in events:
+        if kind == "F" and path == last:
+            continue        # a file read in two gulps (larger than one buffer): one open in the floor
+        last = path
+        lines.append("%s %s" % (kind, path))
+        if kind == "F" and path.startswith("/proc/") and path.endswith("/cgroup"):
+            pid = int(path.split("/")[2])
+            if pid in pids:
+                lines.append("N %d" % pid)
+    return lines
+
+
+class InProcess(object):
+    """(a): every method runs on a thread inside the lab's host namespace (see measure)."""
+
+    def __init__(self, lab):
+        from collectd_cgroups import collector, plugin
+        self.lab = lab
+        self.collector_mod, self.plugin_mod = collector, plugin
+        self.inst = self.plain = None
+        self.out = {"cpu_us": [], "wall_ms": [], "cpu_us_plain": [], "spawned": 0}
+
+    def options(self, **kw):
+        lab = self.lab
+        return self.collector_mod.Options(match=[(lab.match_regex(), "bench")], ignore=[lab.ignore_regex()], **kw)
+
+    def setup(self):
+        """The floor's plan (a traced pass), the value lists of one pass, the instances warmed up."""
+        collector, plugin, lab, out = self.collector_mod, self.plugin_mod, self.lab, self.out
+        n = lab.count
+        # The plan: a collector of its own, traced from its start, its third pass recorded.
+        tracer = Tracer()
+        tracer.install()
+        traced = None
+        try:
+            traced = collector.Collector(self.options())
+            traced.collect()
+            traced.collect()
+            tracer.on = True
+            results = traced.collect()
+            tracer.on = False
+        finally:
+            tracer.uninstall()
+        out["plan"] = floor_plan(tracer.events, set(lab.pids))
+        # Cross-check: the files traced in each container's directories are those the collector says it reads.
+        mine = "/%s/" % lab.prefix
+        traced_files = set(p for k, p in tracer.events if k == "F" and mine in p)
+        if hasattr(traced, "files_read"):
+            said = set(p for c in traced.discover() for p in traced.files_read(c))
+            if traced_files != said:
+                raise RuntimeError("the trace and Collector.files_read disagree: %d traced, %d said; e.g. %s"
+                                   % (len(traced_files), len(said), sorted(traced_files ^ said)[:4]))
+        if hasattr(traced, "close"):
+            traced.close()
+        out["files_per_container"] = sum(1 for k, p in tracer.events if k == "F" and mine in p) / float(n)
+        out["containers_seen"] = len(results)
+        out["with_network"] = sum(1 for r in results if any(s[0] == "if_octets" for s in r.samples))
+        out["with_blkio"] = sum(1 for r in results if any(s[0] == "disk_octets" for s in r.samples))
+        out["without_blkio"] = [r.container.name for r in results
+                                if not any(s[0] == "disk_octets" for s in r.samples)]
+        self.inst = plugin.Instance(self.options())
+        Sink.recording = []
+        try:
+            self.inst.read()
+            out["dispatched"] = Sink.recording
+        finally:
+            Sink.recording = None
+        out["values_per_container"] = len(out["dispatched"]) / float(n)
+        for _ in range(2):
+            self.inst.read()
+        # The same with every file opened, read and closed each pass (no kept descriptors), where the
+        # plugin has the choice: what keeping them saves.
+        try:
+            self.plain = plugin.Instance(self.options(keep_files=False))
+        except TypeError:
+            self.plain = None
+        if self.plain is not None:
+            for _ in range(2):
+                self.plain.read()
+        return self
+
+    def timed(self, passes):
+        n, out = self.lab.count, self.out
+        spawned = []
+        with SpawnCounter(spawned):
+            for _ in range(passes):
+                t0, w0 = time.thread_time(), time.perf_counter()
+                self.inst.read()
+                out["cpu_us"].append((time.thread_time() - t0) / n * 1e6)
+                out["wall_ms"].append((time.perf_counter() - w0) * 1e3)
+        out["spawned"] += len(spawned)
+        if self.plain is not None:
+            for _ in range(passes):
+                t0 = time.thread_time()
+                self.plain.read()
+                out["cpu_us_plain"].append((time.thread_time() - t0) / n * 1e6)
+
+    def profile(self):
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(3):
+            self.inst.read()
+        prof.disable()
+        text = io.StringIO()
+        pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(22)
+        self.out["profile"] = text.getvalue()
+
+    def close(self):
+        for inst in (self.inst, self.plain):
+            if inst is not None and hasattr(inst.collector, "close"):
+                inst.collector.close()
+        if not self.out["cpu_us_plain"]:
+            del self.out["cpu_us_plain"]
+        return self.out
+
+
+# -- (c) the C floor -----------------------------------------------------------------------------------------
+
+def floor(lab, binary, plan, passes, workdir):
+    path = os.path.join(workdir, "plan-%d" % lab.count)
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write("\n".join(plan) + "\n")
+    res = subprocess.run(["nsenter", "--net=" + lab.host_path, "--", binary, str(passes + 1), path],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600,
+                         preexec_fn=lambda: _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))
+    if res.returncode != 0:
+        raise RuntimeError("floor failed: %s" % res.stderr.decode(errors="replace"))
+    rows = [line.split() for line in res.stdout.decode().splitlines() if line.startswith("pass ")]
+    rows = rows[1:]     # the first pass warms the caches up
+    n = lab.count
+    return {"cpu_us": [int(r[1]) / 1e3 / n for r in rows], "wall_ms": [int(r[2]) / 1e6 for r in rows],
+            "links": int(rows[-1][4])}
+
+
+# -- (b) in collectd -----------------------------------------------------------------------------------------
+
+RUNNING = {}        # pid -> Popen of every collectd we started (stopped in cleanup, by PID)
+
+CONF = """\
+Hostname "ccgbench"
+FQDNLookup false
+BaseDir "{dir}"
+Interval {interval}
+LoadPlugin logfile
+<Plugin logfile>
+  LogLevel info
+  File "{dir}/collectd.log"
+  Timestamp true
+</Plugin>
+# The writer: the network plugin to a port nobody listens on, inside the lab's own namespace (loopback).
+# (With no write plugin at all, collectd logs a complaint for every value: not a figure to measure.)
+LoadPlugin network
+<Plugin network>
+  Server "127.0.0.1" "25826"
+</Plugin>
+"""
+
+CONF_PLUGIN = """\
+<LoadPlugin python>
+  Globals true
+</LoadPlugin>
+<Plugin python>
+  ModulePath "{src}"
+  Import "collectd_cgroups.plugin"
+  <Module "collectd_cgroups">
+    Match "{match}" "bench"
+    Ignore "{ignore}"
+  </Module>
+</Plugin>
+"""
+
+
+def _cpu_ns(pid):
+    """CPU time of every thread of ``pid`` (nanoseconds, /proc/<pid>/task/*/schedstat)."""
+    total = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                total += int(f.read().split()[0])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def _rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return None
+
+
+def _nofile_of(pid):
+    """(soft, hard) RLIMIT_NOFILE of ``pid``."""
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                parts = line.split()
+                return parts[3], parts[4]
+    return None
+
+
+def _log_has(path, text):
+    try:
+        with open(path) as f:
+            return text in f.read()
+    except OSError:
+        return False
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _collectd_child():
+    """preexec_fn of collectd: the soft open-files limit of a systemd service, and SIGTERM when the
+    benchmark dies (even by SIGKILL: the kernel sends it, nsenter's exec keeps it)."""
+    import resource
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(SYSTEMD_SOFT_NOFILE, hard), hard))
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+REPLAY = """\
+# The benchmark's reference (d): dispatch the value lists one pass of the plugin dispatched, as its
+# dispatch loop does, and do nothing else.  What collectd itself costs for those values.
+import pickle
+
+import collectd
+
+with open({path!r}, "rb") as f:
+    ITEMS = pickle.load(f)
+EMPTY = {{}}
+v = collectd.Values(plugin="container")
+
+
+def read():
+    last_instance = last_type = last_meta = None
+    for instance, type_, type_instance, values, meta in ITEMS:
+        if instance is not last_instance:
+            v.plugin_instance = last_instance = instance
+        meta = meta or EMPTY
+        if meta is not last_meta:
+            v.meta = last_meta = meta
+        if type_ is not last_type:
+            v.type = last_type = type_
+        v.type_instance = type_instance
+        v.values = values
+        v.dispatch()
+
+
+collectd.register_read(read)
+"""
+
+CONF_REPLAY = """\
+<LoadPlugin python>
+  Globals true
+</LoadPlugin>
+<Plugin python>
+  ModulePath "{dir}"
+  Import "{module}"
+</Plugin>
+"""
+
+IDLE = """\
+# The benchmark's reference: the python plugin and an interpreter, nothing read, nothing dispatched.
+import collectd  # noqa: F401
+"""
+
+
+def collectd_run(lab, mode, intervals, workdir, interval=1.0, dispatched=None, tag=0):
+    """Per-interval CPU (ms) of a collectd over ``intervals`` intervals, its RSS (KiB) and descriptors.
+    ``mode``: "base" (no python plugin), "plugin" (the plugin), "replay" (``dispatched`` value lists
+    dispatched by a trivial module), "idle" (the python plugin with a module that does nothing)."""
+    d = os.path.join(workdir, "collectd-%s-%d-%d" % (mode, lab.count, tag))
+    os.mkdir(d)
+    conf = CONF.format(dir=d, interval=interval)
+    with_plugin = mode in ("plugin", "replay")
+    if mode == "plugin":
+        conf += CONF_PLUGIN.format(src=SRC, match=lab.match_regex().replace("\\", "\\\\"),
+                                   ignore=lab.ignore_regex().replace("\\", "\\\\"))
+    elif mode == "replay":
+        with open(d + "/values.pickle", "wb") as f:
+            pickle.dump([(i, t, ti, v, m or None) for i, t, ti, v, m in dispatched], f)
+        with open(d + "/ccgbench_replay.py", "w") as f:
+            f.write(REPLAY.format(path=d + "/values.pickle"))
+        conf += CONF_REPLAY.format(dir=d, module="ccgbench_replay")
+    elif mode == "idle":
+        with open(d + "/ccgbench_idle.py", "w") as f:
+            f.write(IDLE)
+        conf += CONF_REPLAY.format(dir=d, module="ccgbench_idle")
+    with open(d + "/collectd.conf", "w") as f:
+        f.write(conf)
+    log = d + "/collectd.log"
+    p = subprocess.Popen(["nsenter", "--net=" + lab.host_path, "--", COLLECTD, "-f", "-C", d + "/collectd.conf"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                         preexec_fn=_collectd_child)
+    RUNNING[p.pid] = p
+    try:
+        ready = "container(s) found" if mode == "plugin" else "Initialization complete"
+        deadline = time.monotonic() + 60
+        while not _log_has(log, ready):
+            if p.poll() is not None or time.monotonic() > deadline:
+                with open(log) as f:
+                    raise RuntimeError("collectd did not get ready:\n" + f.read()[-3000:])
+            time.sleep(0.05)
+        time.sleep(3 * interval)        # warm-up: namespaces learnt, caches filled
+        # Find the phase of the passes: sample the CPU every 2 ms for an interval and a half, and take the
+        # moment the largest burst began; then sample just before each pass would begin.
+        start = time.monotonic()
+        samples = []
+        while time.monotonic() - start < 1.5 * interval:
+            samples.append((time.monotonic(), _cpu_ns(p.pid)))
+            time.sleep(0.002)
+        jumps = [(b[1] - a[1], a[0]) for a, b in zip(samples, samples[1:])]
+        burst_at = max(jumps)[1] if with_plugin else start
+        t = burst_at - 0.05 * interval
+        while t < time.monotonic() + 0.01:
+            t += interval
+        marks = []
+        for _ in range(intervals + 1):
+            time.sleep(max(0.0, t - time.monotonic()))
+            marks.append(_cpu_ns(p.pid))
+            t += interval
+        rss = _rss_kib(p.pid)
+        fds = len(os.listdir("/proc/%d/fd" % p.pid))
+        nofile = _nofile_of(p.pid)
+        threads = len(os.listdir("/proc/%d/task" % p.pid))
+        if p.poll() is not None:
+            raise RuntimeError("collectd exited during the measurement (status %s)" % p.returncode)
+        with open(log) as f:
+            logtext = f.read()
+    finally:
+        stop(p)
+    deltas = [(b - a) / 1e6 for a, b in zip(marks, marks[1:])]
+    warnings = [l for l in logtext.splitlines() if "collectd_cgroups" in l and ("warn" in l.lower()
+                                                                               or "error" in l.lower())]
+    return {"cpu_ms": deltas, "rss_kib": rss, "fds": fds, "warnings": warnings, "nofile": nofile,
+            "threads": threads}
+
+
+def stop(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=10)
+    RUNNING.pop(p.pid, None)
+
+
+# -- the run -------------------------------------------------------------------------------------------------
+
+def measure(lab, args, bins, workdir, host):
+    n = lab.count
+    print("\n== N = %d containers" % n, flush=True)
+    # (a) and (c) alternate over the rounds as well, so that a busy spell of the neighbours (this machine is
+    # shared) falls on both alike.
+    ip = host.submit(InProcess(lab).setup).result()
+    c = {"cpu_us": [], "wall_ms": []}
+    per_round = max(1, args.passes // args.rounds)
+    for _ in range(args.rounds):
+        host.submit(ip.timed, per_round).result()
+        part = floor(lab, bins["floor"], ip.out["plan"], per_round, workdir)
+        c["cpu_us"] += part["cpu_us"]
+        c["wall_ms"] += part["wall_ms"]
+        c["links"] = part["links"]
+    if args.profile:
+        host.submit(ip.profile).result()
+    a = host.submit(ip.close).result()
+    print("  (a) in-process: %d containers seen, %d with network, %d with block I/O; %.1f files and %.1f "
+          "values per container; %d fork/exec/spawn calls in %d passes"
+          % (a["containers_seen"], a["with_network"], a["with_blkio"], a["files_per_container"],
+             a["values_per_container"], a["spawned"], len(a["cpu_us"])), flush=True)
+    if a["without_blkio"]:
+        print("  (no block I/O figures yet: %s)" % " ".join(a["without_blkio"][:10]))
+    if a.get("profile"):
+        print(a["profile"])
+    print("  (c) floor: %d plan lines, %d interfaces per pass" % (len(a["plan"]), c["links"]), flush=True)
+    b = base = d = None
+    if not args.no_collectd:
+        # The machine is shared: alternate the collectd runs over a few rounds, so that a busy spell of the
+        # neighbours falls on each of them alike; intervals of all rounds together, memory of the last.
+        runs = {}
+        per_round = max(1, args.intervals // args.rounds)
+        for n_round in range(args.rounds):
+            for mode in ("base", "plugin", "replay"):
+                r = collectd_run(lab, mode, per_round, workdir, dispatched=a["dispatched"], tag=n_round)
+                if mode in runs:
+                    r["cpu_ms"] = runs[mode]["cpu_ms"] + r["cpu_ms"]
+                    r["warnings"] = runs[mode]["warnings"] + r["warnings"]
+                runs[mode] = r
+        base, b, d = runs["base"], runs["plugin"], runs["replay"]
+        d["idle"] = collectd_run(lab, "idle", 2, workdir)
+        for w in b["warnings"][:5]:
+            print("  collectd log: " + w)
+        print("  (b) collectd: %d descriptors with the plugin, %d without; open-files limit (soft, hard) %s, "
+              "started with %s; %d threads with the plugin, %d without"
+              % (b["fds"], base["fds"], "/".join(b["nofile"]), "/".join(base["nofile"]), b["threads"],
+                 base["threads"]), flush=True)
+    del a["dispatched"]
+    return {"n": n, "a": a, "b": b, "base": base, "c": c, "d": d}
+
+
+def per_container_b(r, key="b"):
+    base = statistics.median(r["base"]["cpu_ms"])
+    return [(x - base) * 1e3 / r["n"] for x in r[key]["cpu_ms"]]
+
+
+def table(results):
+    def fmt(vals):
+        med, lo, hi = stats(vals)
+        return "%7.1f (%.0f-%.0f)" % (med, lo, hi)
+
+    head = ("%6s  %-20s %-20s %-20s %5s %5s  %-22s %s"
+            % ("N", "(a) plugin us", "(b) collectd us", "(c) C floor us", "a/c", "b/c", "pass wall ms (a)",
+               "collectd RSS MiB: without / with / delta"))
+    lines = ["", "CPU time per container per pass, median (min-max):", head, "-" * len(head)]
+    for r in results:
+        a, c = stats(r["a"]["cpu_us"])[0], stats(r["c"]["cpu_us"])[0]
+        if r["b"] is not None:
+            bvals = per_container_b(r)
+            b = statistics.median(bvals)
+            bcol, bc = fmt(bvals), "%5.2f" % (b / c)
+            rss = "%.1f / %.1f / %+.1f" % (r["base"]["rss_kib"] / 1024.0, r["b"]["rss_kib"] / 1024.0,
+                                            (r["b"]["rss_kib"] - r["base"]["rss_kib"]) / 1024.0)
+        else:
+            bcol, bc, rss = "%-20s" % "-", "    -", "-"
+        lines.append("%6d  %-20s %-20s %-20s %5.2f %s  %-22s %s"
+                     % (r["n"], fmt(r["a"]["cpu_us"]), bcol, fmt(r["c"]["cpu_us"]), a / c, bc,
+                        fmt(r["a"]["wall_ms"]), rss))
+    if len(results) >= 2:
+        lo, hi = results[0], results[-1]
+        def ratio(per_lo, per_hi):
+            return (statistics.median(per_hi) * hi["n"]) / (statistics.median(per_lo) * lo["n"])
+        parts = ["(a) %.1fx" % ratio(lo["a"]["cpu_us"], hi["a"]["cpu_us"]),
+                 "(c) %.1fx" % ratio(lo["c"]["cpu_us"], hi["c"]["cpu_us"])]
+        if lo["b"] is not None:
+            parts.insert(1, "(b) %.1fx" % ratio(per_container_b(lo), per_container_b(hi)))
+        lines.append("")
+        lines.append("scaling, cost of a pass at N=%d / at N=%d (%.0fx the containers): %s"
+                     % (hi["n"], lo["n"], hi["n"] / float(lo["n"]), ", ".join(parts)))
+    if any(r["d"] is not None for r in results):
+        lines += ["", "collectd's own share: (d) the same collectd with a trivial Python module that dispatches the",
+                  "value lists of one pass of the plugin and reads nothing (CPU minus collectd without Python);",
+                  "resident memory of collectd without Python, with an idle Python module, with (d), with the plugin:"]
+        head = "%6s  %-20s %-14s  %s" % ("N", "(d) us", "(b) - (d) us",
+                                         "RSS MiB: base / +python / +(d) dispatch / +plugin (b)")
+        lines += [head, "-" * len(head)]
+        for r in results:
+            if r["d"] is None:
+                continue
+            dvals = per_container_b(r, "d")
+            b, d = statistics.median(per_container_b(r)), statistics.median(dvals)
+            base, idle = r["base"]["rss_kib"] / 1024.0, r["d"]["idle"]["rss_kib"] / 1024.0
+            rd, rb = r["d"]["rss_kib"] / 1024.0, r["b"]["rss_kib"] / 1024.0
+            lines.append("%6d  %-20s %7.1f         %.1f / %+.1f / %+.1f / %+.1f" % (
+                r["n"], fmt(dvals), b - d, base, idle - base, rd - idle, rb - rd))
+    if any("cpu_us_plain" in r["a"] for r in results):
+        lines += ["", "(a) with every file opened, read and closed each pass (no descriptors kept between passes):"]
+        for r in results:
+            if "cpu_us_plain" in r["a"]:
+                lines.append("%6d  %-20s a/c %.2f" % (r["n"], fmt(r["a"]["cpu_us_plain"]),
+                                                      stats(r["a"]["cpu_us_plain"])[0] / stats(r["c"]["cpu_us"])[0]))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="100,1000", help="container counts, ascending (default 100,1000)")
+    ap.add_argument("--passes", type=int, default=15, help="timed passes for (a) and (c) (default 15)")
+    ap.add_argument("--intervals", type=int, default=30, help="collectd intervals measured for (b) (default 30)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds the passes and intervals are spread over, "
+                    "alternating (a), (c) and the collectd runs (default 3)")
+    ap.add_argument("--no-collectd", action="store_true", help="skip (b)")
+    ap.add_argument("--profile", action="store_true", help="print cProfile's top functions for (a)")
+    ap.add_argument("--src", default=SRC, help="measure the collectd_cgroups of this checkout (default: "
+                    "this one), e.g. an older version unpacked with `git archive`")
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if sizes != sorted(sizes) or sizes[0] < 1:
+        ap.error("--sizes must be ascending positive numbers")
+    if os.geteuid() != 0:
+        ap.error("run as root: the benchmark makes cgroups, namespaces and veths")
+    if not args.no_collectd and not os.path.exists(COLLECTD):
+        ap.error("%s not found (apt-get install collectd-core libpython3.11)" % COLLECTD)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)     # also when started with SIGINT ignored (a background job)
+    stub_collectd()
+    workdir = tempfile.mkdtemp(prefix="ccgbench-work-")
+    lab = None
+    host = None
+    results = []
+    status = 0
+    try:
+        bins = build(workdir)
+        print("measuring collectd_cgroups from %s" % SRC, flush=True)
+        cleanup_stale()
+        lab = BenchLab(bins["box"]).setup(workdir)
+        print("lab: cgroups under /%s, host namespace %s" % (lab.prefix, lab.host), flush=True)
+        host = concurrent.futures.ThreadPoolExecutor(max_workers=1, initializer=_enter,
+                                                     initargs=(lab.host_path,))
+        for size in sizes:
+            took = lab.add(size - lab.count)
+            print("made %d containers in %.1f s" % (lab.count, took), flush=True)
+            results.append(measure(lab, args, bins, workdir, host))
+        print(table(results))
+    except (KeyboardInterrupt, Interrupted) as e:
+        print("\ninterrupted (%s): cleaning up" % (e or "Ctrl-C"), file=sys.stderr)
+        status = 130
+    finally:
+        # Cleanup must finish even if another signal arrives meanwhile.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        for p in list(RUNNING.values()):
+            stop(p)
+        if host is not None:
+            host.shutdown(wait=True)
+        left = lab.close() if lab is not None else []
+        shutil.rmtree(workdir, ignore_errors=True)
+        if left:
+            print("NOT REMOVED: " + ", ".join(left), file=sys.stderr)
+            status = status or 1
+        elif lab is not None:
+            print("cleanup: every process, cgroup, namespace and file of the benchmark removed", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
