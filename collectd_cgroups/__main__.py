@@ -36,6 +36,9 @@ def _parse_args(argv):
     p.add_argument("--interface", action="append", default=[], metavar="NAME|/REGEX/",
                    help="interfaces to report (default: all but lo), as the Interface option")
     p.add_argument("--ignore-selected", action="store_true", help="report all interfaces but the --interface ones")
+    p.add_argument("--ignore-value", action="append", default=[], metavar="PATTERN",
+                   help="leave out values whose type-type_instance matches this shell pattern "
+                        "(memory-active_*), as the IgnoreValue option")
     p.add_argument("--host-veth", action="store_true", help="show the host end of each container veth")
     p.add_argument("--per-cpu", action="store_true", help="also per-CPU usage")
     p.add_argument("--instance-format", default=identifiers.DEFAULT_INSTANCE_FORMAT)
@@ -150,6 +153,7 @@ def main(argv=None):
         groups = [g for g in GROUPS if g != "network" or args.root in ("", "/")]
     options = Options(root=args.root, groups=groups, per_cpu=args.per_cpu,
                       interfaces=args.interface, ignore_selected=args.ignore_selected,
+                      ignore_values=args.ignore_value, keep_files=False,   # one pass: nothing to keep
                       instance_format=args.instance_format, match=[_match_option(m) for m in args.match],
                       ignore=args.ignore, runtimes=args.runtimes, docker_root=args.docker_data_root.rstrip("/"),
                       storage_root=args.containers_storage.rstrip("/"))

@@ -4,7 +4,8 @@ the CLI and the tests share it; every error names the option at fault."""
 from .collector import Options
 
 OPTIONS = ("Runtimes", "Match", "Ignore", "Metrics", "PerCPU", "InstanceFormat", "DockerDataRoot",
-           "ContainersStorage", "HostRoot", "Interface", "IgnoreSelected", "Interval", "SendMeta", "CollectOnExit")
+           "ContainersStorage", "HostRoot", "Interface", "IgnoreSelected", "IgnoreValue",
+           "Interval", "SendMeta", "CollectOnExit", "KeepFilesOpen")
 
 
 class ConfigError(ValueError):
@@ -25,6 +26,15 @@ def _bool(node):
     if len(node.values) != 1 or not isinstance(node.values[0], bool):
         raise ConfigError("%s: expects true or false, got %r" % (node.key, list(node.values)))
     return node.values[0]
+
+
+def _auto_or_bool(node):
+    values = node.values
+    if len(values) == 1 and isinstance(values[0], str) and values[0].lower() == "auto":
+        return "auto"
+    if len(values) == 1 and isinstance(values[0], bool):
+        return values[0]
+    raise ConfigError("%s: expects auto, true or false, got %r" % (node.key, list(values)))
 
 
 def _number(node):
@@ -64,12 +74,16 @@ def parse_config(node):
             opts.interfaces.extend(_strings(child))
         elif key == "ignoreselected":
             opts.ignore_selected = _bool(child)
+        elif key == "ignorevalue":
+            opts.ignore_values.extend(_strings(child))
         elif key == "interval":
             interval = _number(child)
         elif key == "sendmeta":
             send_meta = _bool(child)
         elif key == "collectonexit":      # issue 6: read by plugin.Instance
             opts.collect_on_exit = _bool(child)
+        elif key == "keepfilesopen":
+            opts.keep_files = _auto_or_bool(child)
         else:
             raise ConfigError("%s: unknown option (known: %s)" % (child.key, ", ".join(OPTIONS)))
     try:

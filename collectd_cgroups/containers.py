@@ -8,13 +8,13 @@ hierarchies into one record per container.  Names come from the runtime's
 on-disk state where that needs no API call, else the 12-character short id.
 """
 
-import hashlib
 import json
 import os
 import re
 import time
 
 from . import fs
+from .identifiers import sha1
 
 # Basenames of container cgroups in the layouts of the runtimes we know.  One
 # combined expression keeps the per-directory cost to one match.
@@ -60,7 +60,7 @@ class Container(object):
         names or paths, 12 hex digits of their hash, which stay apart."""
         if _HEX_ID.match(self.id):
             return self.id[:12]
-        return hashlib.sha1(self.id.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        return sha1(self.id.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
     def meta(self):
         return {"runtime": self.runtime, "container_id": self.id, "cgroup": self.cgroup}

@@ -4,9 +4,15 @@ plugin ``container``; plugin_instance from ``InstanceFormat`` (default
 ``{runtime}-{name}``); types only from collectd's stock types.db.
 """
 
-import hashlib
 import re
 import string
+
+try:
+    # CPython's own SHA-1: hashlib would load OpenSSL's libcrypto for these short digests, 3.7 MiB of
+    # collectd's resident memory.  Same digests either way.
+    from _sha1 import sha1
+except ImportError:     # another Python
+    from hashlib import sha1
 
 PLUGIN = "container"
 DEFAULT_INSTANCE_FORMAT = "{runtime}-{name}"
@@ -51,7 +57,7 @@ def sanitize(text, limit=MAX_NAME):
     short hash of the whole, so two long names stay apart."""
     clean = _UNSAFE.sub("_", text) or "_"
     if len(clean) > limit:
-        digest = hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        digest = sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
         clean = clean[:limit - 9] + "~" + digest
     return clean
 

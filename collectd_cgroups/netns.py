@@ -54,11 +54,19 @@ THREAD_NS = "/proc/thread-self/ns/net"
 
 # -- the shim ------------------------------------------------------------------------------------------------
 
-def _cffi_setns():
-    import cffi
+#: The one C declaration of the shim.  collectd_cgroups/_setns_cffi.py is cffi's out-of-line ABI module for
+#: it, generated once (tests/test_netns.py checks that it matches and says how to regenerate it): at run time
+#: cffi then needs no C parser (parsing CDEF in process would load pycparser, 2.7 MiB of collectd's memory).
+CDEF = "int setns(int fd, int nstype);"
 
-    ffi = cffi.FFI()
-    ffi.cdef("int setns(int fd, int nstype);")
+
+def _cffi_setns():
+    try:
+        from ._setns_cffi import ffi
+    except ImportError:         # a cffi whose backend does not take the generated module: parse CDEF here
+        import cffi
+        ffi = cffi.FFI()
+        ffi.cdef(CDEF)
     libc = ffi.dlopen(None)     # the symbols already loaded into this process: libc's setns
 
     def setns(fd, nstype):
@@ -121,20 +129,11 @@ def thread_ns_ident():
     return (st.st_dev, st.st_ino)
 
 
-class Home(object):
-    """The calling thread's network namespace, to return to.  Open it when a pass starts on a thread, close
-    it when the pass ends: it holds only the host's namespace, and only for that long."""
+class _FdHolder(object):
+    """Owns one namespace descriptor ``fd``: ``close()`` closes it (once; again is a no-op), and so does
+    leaving a ``with`` block."""
 
-    __slots__ = ("fd", "ident", "thread")
-
-    def __init__(self):
-        self.fd = os.open(THREAD_NS, _FLAGS)
-        try:
-            self.ident = ns_ident(self.fd)
-        except BaseException:
-            os.close(self.fd)
-            raise
-        self.thread = threading.get_ident()
+    __slots__ = ("fd",)
 
     def close(self):
         if self.fd is not None:
@@ -146,6 +145,22 @@ class Home(object):
 
     def __exit__(self, *exc):
         self.close()
+
+
+class Home(_FdHolder):
+    """The calling thread's network namespace, to return to.  Open it when a pass starts on a thread, close
+    it when the pass ends: it holds only the host's namespace, and only for that long."""
+
+    __slots__ = ("ident", "thread")
+
+    def __init__(self):
+        self.fd = os.open(THREAD_NS, _FLAGS)
+        try:
+            self.ident = ns_ident(self.fd)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.thread = threading.get_ident()
 
     def restore(self):
         """Put the calling thread back; Stranded if that is impossible."""
@@ -290,10 +305,10 @@ def pid_in_cgroup(pid, cgroup, proc_root="/proc"):
     return False
 
 
-class NsHandle(object):
+class NsHandle(_FdHolder):
     """An open network namespace descriptor and its identity; close it soon."""
 
-    __slots__ = ("fd", "ident", "path")
+    __slots__ = ("ident", "path")
 
     def __init__(self, fd, path):
         self.fd = fd
@@ -303,17 +318,6 @@ class NsHandle(object):
         except BaseException:
             os.close(fd)
             raise
-
-    def close(self):
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def open_netns(pid, cgroup, proc_root="/proc", use_pidfd=None):

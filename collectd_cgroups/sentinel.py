@@ -555,7 +555,9 @@ class Watcher(object):
                 samples.extend(res.samples)
                 peers = res.peers or None
         instance = identifiers.plugin_instance(c, col.options.instance_format)
-        return Final(c, instance, samples, peers, lifetime_totals(samples), time.time(), s.started)
+        # The totals come from every figure; IgnoreValue applies to what is dispatched.
+        return Final(c, instance, col.select_values(samples), peers, col.select_values(lifetime_totals(samples)),
+                     time.time(), s.started)
 
     def release(self, s, remove):
         """Move the sentinel back to each hierarchy's root cgroup, kill it; with ``remove``, rmdir the

@@ -28,7 +28,7 @@ parent process dies exits by itself within :data:`ORPHAN_CHECK_INTERVAL` seconds
 it, so a crashed test leaves at most empty directories, which the next :meth:`CgroupTree.cleanup` of the same
 prefix removes.
 
-Standard library only; Python 3.9+.
+Standard library and :mod:`collectd_cgroups.hierarchy` (the mountinfo parser) only; Python 3.9+.
 """
 
 import atexit
@@ -41,6 +41,8 @@ import subprocess
 import sys
 import threading
 import time
+
+from . import hierarchy
 
 __all__ = [
     "CgroupTree",
@@ -161,23 +163,24 @@ def _read(path):
 # --------------------------------------------------------------------------------------------------------
 # Finding the hierarchies
 
-_OCTAL = re.compile(r"\\([0-7]{3})")
-
-
-def _unescape(field):
-    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
+#: The v1 controllers in the kernel's order (its subsystem ids): the order of /proc/cgroups and of a mount's
+#: controllers in mountinfo.
+_KERNEL_ORDER = ("cpuset", "cpu", "cpuacct", "blkio", "memory", "devices", "freezer", "net_cls", "perf_event",
+                 "net_prio", "hugetlb", "pids", "rdma", "misc", "debug")
 
 
 def _v1_subsystems():
+    """The kernel's controllers in its order (/proc/cgroups); without that file, those of :data:`V2_NAME`."""
     try:
         with open("/proc/cgroups") as f:
-            return {line.split()[0] for line in f if line.strip() and not line.startswith("#")}
+            found = [line.split()[0] for line in f if line.strip() and not line.startswith("#")]
     except OSError:
-        return set()
+        found = []
+    return found or [c for c in _KERNEL_ORDER if c in V2_NAME]
 
 
 def read_hierarchies(mountinfo="/proc/self/mountinfo"):
-    """``{controller_or_"unified": mountpoint}`` from mountinfo.
+    """``{controller_or_"unified": mountpoint}`` from mountinfo (parsed by :mod:`collectd_cgroups.hierarchy`).
 
     v1 mounts map each of their controllers (``cpu``, ``memory``, ... and named hierarchies as
     ``name=systemd``) to the mount point; co-mounted controllers (``cpu,cpuacct``) map to the same
@@ -185,33 +188,24 @@ def read_hierarchies(mountinfo="/proc/self/mountinfo"):
     its root (``/``) wins, then the first one.  Mount points with a ``process_api`` component are ignored.
     """
     subsystems = _v1_subsystems()
-    found = {}      # key -> (is_root_mount, mountpoint)
     with open(mountinfo) as f:
-        for line in f:
-            fields = line.split()
-            try:
-                sep = fields.index("-", 6)
-            except ValueError:
-                continue
-            fstype = fields[sep + 1]
-            if fstype not in ("cgroup", "cgroup2"):
-                continue
-            root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
-            try:
-                check_path(mountpoint)
-            except UnsafePathError:
-                continue
-            if fstype == "cgroup2":
-                keys = [UNIFIED]
-            else:
-                options = fields[sep + 3].split(",") if len(fields) > sep + 3 else []
-                keys = [o for o in options
-                        if o in subsystems or o.startswith("name=")
-                        or (not subsystems and o in V2_NAME)]
-            for key in keys:
-                entry = (root == "/", mountpoint)
-                if key not in found or (entry[0] and not found[key][0]):
-                    found[key] = entry
+        mounts = hierarchy.parse_mountinfo(f.read())
+    found = {}      # key -> (is_root_mount, mountpoint)
+    for m in mounts:
+        try:
+            check_path(m.path)
+        except UnsafePathError:
+            continue
+        if m.version == 2:
+            keys = [UNIFIED]
+        else:
+            keys = [c for c in subsystems if c in m.controllers]
+            if m.name is not None:
+                keys.append("name=" + m.name)
+        for key in keys:
+            entry = (m.root == "/", m.path)
+            if key not in found or (entry[0] and not found[key][0]):
+                found[key] = entry
     return {key: mp for key, (_, mp) in found.items()}
 
 

@@ -1,4 +1,5 @@
-"""Suite-wide guards: the suite runs as root on a real kernel, and leaves nothing behind."""
+"""Suite-wide guards: the suite runs as root on a real kernel, and leaves nothing behind.  Also the
+``lab`` fixture the network test modules share."""
 
 import glob
 import os
@@ -27,3 +28,16 @@ def pytest_sessionfinish(session, exitstatus):
     if left and os.environ.get("PYTEST_XDIST_WORKER") is None:
         print("\nERROR: test cgroups left behind:\n  " + "\n  ".join(left))
         session.exitstatus = 1
+
+
+@pytest.fixture
+def lab():
+    """test_network's lab (netnsutil.NetLab): a host namespace and "containers" (sleep processes in cgroups
+    of ours), all removed in teardown.  Used by test_netns.py, test_network.py and
+    test_network_integration.py."""
+    from netnsutil import NetLab     # here, not at the top: the rest of the suite (and the v2 guest) skips it
+    lab = NetLab()
+    try:
+        yield lab
+    finally:
+        lab.close()

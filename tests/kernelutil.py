@@ -7,9 +7,12 @@ removing cgroups goes through ``CgroupTree`` or :func:`make_dirs` /
 :func:`remove_dirs`, which refuse paths outside the owned prefix.
 """
 
+import itertools
 import os
 import re
 import secrets
+
+import pytest
 
 from collectd_cgroups import identifiers
 from collectd_cgroups.collector import Collector, Options
@@ -28,6 +31,28 @@ MiB = 1 << 20
 def new_prefix(tag):
     """A fresh top-level cgroup prefix, unique per test module run."""
     return "ccg-test-%s-%s" % (tag, secrets.token_hex(4))
+
+
+def tree_fixtures(tag):
+    """(prefix, module_tree, tree) for a module of real-kernel tests: a top-level prefix of its own, at
+    whose end nothing may be left (``module_tree``, autouse), and a fresh sub-prefix ``<prefix>/tN`` per
+    test (``tree``).  Assign both fixtures at module level under these names."""
+    prefix = new_prefix(tag)
+    serial = itertools.count()
+
+    @pytest.fixture(scope="module", autouse=True)
+    def module_tree():
+        top = CgroupTree(prefix)
+        yield top
+        teardown_tree(top)
+
+    @pytest.fixture
+    def tree():
+        t = CgroupTree("%s/t%d" % (prefix, next(serial)))
+        yield t
+        teardown_tree(t)
+
+    return prefix, module_tree, tree
 
 
 def match_children(prefix):
@@ -80,13 +105,33 @@ def values(item):
 # -- independent sources ---------------------------------------------------------------------------------
 
 
-def proc_cpu_seconds(pid):
-    """utime + stime of one process from /proc/<pid>/stat, in seconds."""
+def proc_stat(pid):
+    """The fields of /proc/<pid>/stat after the command name (which may hold spaces and parentheses), as
+    bytes: ``[0]`` is field 3 of proc(5) (state), ``[11]`` and ``[12]`` are fields 14 and 15 (utime, stime).
+    FileNotFoundError when the process is gone.  The one host-side reader of that file for the tests
+    (tests/v2guest keeps its own: it runs in the guest without tests/)."""
     with open("/proc/%d/stat" % pid, "rb") as f:
         data = f.read()
-    fields = data[data.rindex(b")") + 2:].split()
-    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / float(CLK_TCK)
+    return data[data.rindex(b")") + 2:].split()
+
+
+def proc_cpu_ticks(pid):
+    """utime + stime of one process from /proc/<pid>/stat, in clock ticks."""
+    fields = proc_stat(pid)
+    return int(fields[11]) + int(fields[12])
+
+
+def proc_cpu_seconds(pid):
+    """utime + stime of one process from /proc/<pid>/stat, in seconds."""
+    return proc_cpu_ticks(pid) / float(CLK_TCK)
+
+
+def proc_alive(pid):
+    """True while ``pid`` exists and is not a zombie (state field of /proc/<pid>/stat)."""
+    try:
+        return proc_stat(pid)[0] != b"Z"
+    except FileNotFoundError:
+        return False
 
 
 def proc_status(pid, key):
@@ -250,7 +295,7 @@ def check_results(collector, results):
 
 __all__ = [
     "CgroupTree", "VALID_NAME", "CLK_TCK", "MiB", "new_prefix", "match_children", "Logs", "make_collector",
-    "by_cgroup", "values", "proc_cpu_seconds", "proc_status", "cgroup_procs", "read_int", "mountinfo_cgroups",
-    "fd_count", "rss_bytes", "tree_mounts", "make_dirs", "remove_dirs", "teardown_tree", "cleanup_nested",
-    "check_results",
+    "by_cgroup", "values", "proc_stat", "proc_cpu_ticks", "proc_cpu_seconds", "proc_alive", "proc_status",
+    "cgroup_procs", "read_int", "mountinfo_cgroups", "fd_count", "rss_bytes", "tree_mounts", "make_dirs",
+    "remove_dirs", "teardown_tree", "cleanup_nested", "check_results",
 ]

@@ -11,7 +11,8 @@ namespace (with ctypes' setns, not the shim under test); ``lab.host_run(argv)`` 
 Independent sources for the tests: ``/proc/<pid>/net/dev`` (``proc_net_dev``), ``/proc/<pid>/net/netlink``
 (``netlink_inodes``), readlink of ``/proc/<pid>/fd/*`` (``nsfs_fds``, ``socket_inodes``).
 
-Shared by test_network.py, test_netns.py and test_network_integration.py.
+Shared by test_network.py, test_netns.py and test_network_integration.py (their ``lab`` fixture, a NetLab per
+test, is in conftest.py).
 """
 
 import concurrent.futures

@@ -23,11 +23,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import collectd_harness as harness  # noqa: E402
 from collectd_harness import Collectd, identifier, run_test_mode, wait_until  # noqa: E402
+from kernelutil import CLK_TCK, proc_cpu_ticks  # noqa: E402
 
 from collectd_cgroups.synthetic import CgroupTree  # noqa: E402
+from collectd_cgroups.fs import FD_FLOOR  # noqa: E402
 
 MiB = 1 << 20
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 RUN = secrets.token_hex(4)
 
 # Deliberately no skip: these tests need root and collectd (`make deps`), which CI has; a machine without
@@ -67,11 +68,7 @@ def assert_healthy(cd):
 
 def proc_cpu_centiseconds(pid):
     """utime + stime of one process from /proc/<pid>/stat, in hundredths of a second."""
-    with open("/proc/%d/stat" % pid) as f:
-        text = f.read()
-    fields = text[text.rindex(")") + 2:].split()
-    utime, stime = int(fields[11]), int(fields[12])     # fields 14 and 15 of proc(5)
-    return (utime + stime) * 100.0 / CLK_TCK
+    return proc_cpu_ticks(pid) * 100.0 / CLK_TCK
 
 
 def memory_usage_in_bytes(container):
@@ -277,6 +274,31 @@ def test_two_module_blocks_two_instances(tmp_path, make_tree):
         assert "Unhandled python exception" not in cd.log()
 
 
+def test_ignore_value_leaves_identifiers_out_of_collectd(tmp_path, make_tree):
+    """IgnoreValue under a real collectd: the matching identifiers never reach its cache, the rest do,
+    and the values kept are the kernel's."""
+    tree = make_tree("ignv")
+    box = tree.container("box")
+    box.spawn(children=1)
+    cd = Collectd(tmp_path, modules=[[match_option(tree.prefix), 'Metrics "memory" "pids"',
+                                      'IgnoreValue "memory-*active_*" "vmpage_action-*"',
+                                      'IgnoreValue "count-pids"']])
+    with cd:
+        cd.wait_listval({identifier("cgroup-box", "memory-usage"), identifier("cgroup-box", "memory-rss")})
+        cd.wait_csv_rows("cgroup-box", "memory-usage", 2)
+        kept = {i.split("/")[2] for i in cd.listval() if "/container-cgroup-box/" in i}
+        assert kept, kept
+        # Everything of the memory group but the ignored patterns; pids (all of it ignored) not at all.
+        assert not [t for t in kept if t.startswith("vmpage_action-") or "active_" in t], sorted(kept)
+        assert not [t for t in kept if t.startswith("count-")], sorted(kept)
+        assert {"memory-usage", "memory-rss", "memory-cache", "memory-working_set"} <= kept, sorted(kept)
+        # Without the option the same container has the ignored identifiers (so the filter did the work).
+        with open(box.dirs["memory"] + "/memory.stat") as f:
+            fields = {line.split()[0] for line in f}
+        assert {"active_anon", "inactive_file", "pgfault"} <= fields
+        assert_healthy(cd)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Resources of the daemon over many passes
 
@@ -296,16 +318,29 @@ def _settled_fd_count(cd, samples=5):
     return min(counts)
 
 
-def test_fds_and_rss_stay_flat_over_many_passes(tmp_path, make_tree):
+def _kept_fds(cd):
+    """Descriptors of collectd numbered from the plugin's kept-file floor up (fs.FD_FLOOR)."""
+    return [n for n in os.listdir("/proc/%d/fd" % cd.pid) if int(n) >= FD_FLOOR]
+
+
+@pytest.mark.parametrize("keep", ["auto", "true"])
+def test_fds_and_rss_stay_flat_over_many_passes(tmp_path, make_tree, keep):
+    """With 12 containers at Interval 1, "auto" reads every file the plain way; "true" keeps them open,
+    and the descriptors of the containers that come and go must be closed as they go."""
     tree = make_tree("leak")
     for n in range(CONTAINERS):
         tree.container("c%02d" % n).spawn(children=1 if n % 3 == 0 else 0)
-    cd = Collectd(tmp_path, modules=[[match_option(tree.prefix), "Interval 1"]])
+    cd = Collectd(tmp_path, modules=[[match_option(tree.prefix), "Interval 1", "KeepFilesOpen %s" % keep]])
     with cd:
         anchor = ("cgroup-c00", "count-pids")
         cd.wait_csv_rows(*anchor, WARMUP_PASSES, timeout=WARMUP_PASSES * 3 + 10)
         start_rows = len(cd.csv_rows(*anchor))
         fds0, rss0, threads0 = _settled_fd_count(cd), cd.rss_bytes(), cd.threads()
+        kept0 = len(_kept_fds(cd))
+        if keep == "true":      # about a dozen files per container (cgroup.procs is never kept)
+            assert kept0 >= 10 * CONTAINERS, kept0
+        else:
+            assert kept0 == 0, kept0
         churned = 0
         for i in range(PASSES):
             cd.wait_csv_rows(*anchor, start_rows + i + 1, timeout=15)
@@ -316,7 +351,10 @@ def test_fds_and_rss_stay_flat_over_many_passes(tmp_path, make_tree):
             else:
                 tree.container(name)
                 churned += 1
+        # One more pass: the files of a container removed just now are closed by the pass that misses it.
+        cd.wait_csv_rows(*anchor, start_rows + PASSES + 2, timeout=15)
         fds1, rss1, threads1 = _settled_fd_count(cd), cd.rss_bytes(), cd.threads()
+        assert len(_kept_fds(cd)) == kept0
         passes = len(cd.csv_rows(*anchor)) - start_rows
         print("collectd pid %d over %d passes of %d containers (+%d churned): fds %d -> %d, "
               "RSS %.1f -> %.1f MiB (%+d KiB), threads %d -> %d"

@@ -20,6 +20,7 @@ import pytest
 import collectd_harness as harness
 from collectd_cgroups import sentinel
 from collectd_cgroups.synthetic import CgroupTree, read_hierarchies
+from kernelutil import proc_alive as alive     # test_exit_runtimes.py imports it from here too
 
 CHECKOUT = harness.CHECKOUT
 
@@ -82,14 +83,6 @@ def sentinels_in(directory):
     with open(directory + "/cgroup.procs") as f:
         pids = [int(x) for x in f.read().split()]
     return [p for p in pids if sentinel.is_sentinel(p)]
-
-
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.fixture

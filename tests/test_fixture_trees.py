@@ -772,3 +772,22 @@ def test_capture_round_trip(tmp_path, live_test_cgroup):
     v = fu.values(entries)["docker-" + cid[:12]]
     assert v[("count", "pids")] == 0
     assert v[("cpu", "total")] == 0
+
+
+def test_cli_ignore_value_leaves_out_the_matching_values():
+    """--ignore-value (the IgnoreValue option) on the captured hybrid tree: matching identifiers gone,
+    every other one still there with the same value."""
+    full, _ = cli_json(fu.tree("hybrid-debian12"))
+    lean, _ = cli_json(fu.tree("hybrid-debian12"), "--ignore-value", "memory-*active_*",
+                       "--ignore-value", "vmpage_action-*", "--ignore-value", "total_time_in_ms-pressure_*_full")
+
+    def idents(entries):
+        return {(e["plugin_instance"], e["type"], e["type_instance"]): e["values"] for e in entries}
+    full, lean = idents(full), idents(lean)
+    dropped = {k for k in full if k not in lean}
+    assert lean and dropped and set(lean) <= set(full)
+    assert all(t == "vmpage_action" or (t == "memory" and "active_" in ti)
+               or (t == "total_time_in_ms" and ti.startswith("pressure_") and ti.endswith("_full"))
+               for _, t, ti in dropped), sorted(dropped)
+    assert {t for _, t, _ in dropped} == {"vmpage_action", "memory", "total_time_in_ms"}
+    assert all(lean[k] == full[k] for k in lean)

@@ -6,7 +6,6 @@ In-process (no collectd daemon); synthetic containers under a prefix this module
 
 import errno
 import gc
-import itertools
 import os
 import re
 import threading
@@ -18,25 +17,10 @@ import pytest
 
 from collectd_cgroups import fs, identifiers
 
-from kernelutil import (CgroupTree, MiB, VALID_NAME, by_cgroup, check_results, fd_count, make_collector,
-                        make_dirs, new_prefix, remove_dirs, rss_bytes, teardown_tree)
+from kernelutil import (by_cgroup, check_results, fd_count, make_collector, make_dirs, MiB, remove_dirs,
+                        rss_bytes, tree_fixtures, VALID_NAME)
 
-PREFIX = new_prefix("kf")
-_serial = itertools.count()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def module_tree():
-    top = CgroupTree(PREFIX)
-    yield top
-    teardown_tree(top)
-
-
-@pytest.fixture
-def tree():
-    t = CgroupTree("%s/t%d" % (PREFIX, next(_serial)))
-    yield t
-    teardown_tree(t)
+PREFIX, module_tree, tree = tree_fixtures("kf")
 
 
 def keys_of(item):

@@ -6,7 +6,6 @@ sub-prefix ``/<module prefix>/tN`` and a Match rule making every direct child of
 """
 
 import io
-import itertools
 import json
 import os
 import contextlib
@@ -16,27 +15,11 @@ import pytest
 from collectd_cgroups import __main__ as cli
 from collectd_cgroups import hierarchy, identifiers
 
-from kernelutil import (CgroupTree, MiB, VALID_NAME, by_cgroup, cgroup_procs, cleanup_nested, make_collector, match_children,
-                        mountinfo_cgroups, new_prefix, proc_cpu_seconds, proc_status, read_int, teardown_tree,
-                        values)
+from kernelutil import (by_cgroup, cgroup_procs, CgroupTree, cleanup_nested, make_collector, match_children,
+                        MiB, mountinfo_cgroups, proc_cpu_seconds, proc_status, read_int, tree_fixtures,
+                        VALID_NAME, values)
 
-PREFIX = new_prefix("kv")
-_serial = itertools.count()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def module_tree():
-    """The module's prefix; at the end nothing may be left below it."""
-    top = CgroupTree(PREFIX)
-    yield top
-    teardown_tree(top)
-
-
-@pytest.fixture
-def tree():
-    t = CgroupTree("%s/t%d" % (PREFIX, next(_serial)))
-    yield t
-    teardown_tree(t)
+PREFIX, module_tree, tree = tree_fixtures("kv")
 
 
 def collect_one(tree, container, **options):

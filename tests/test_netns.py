@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from collectd_cgroups import fs, netns  # noqa: E402
-from netnsutil import NetLab, nsfs_fds, ns_of, run  # noqa: E402
+from netnsutil import nsfs_fds, ns_of, run  # noqa: E402
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,16 +38,6 @@ def on_thread(fn, *args):
     if "error" in out:
         raise out["error"]
     return out["value"]
-
-
-@pytest.fixture
-def lab():
-    """test_network's lab: a host namespace and "containers" (sleep processes in cgroups of ours)."""
-    lab = NetLab()
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 @pytest.fixture
@@ -169,6 +159,29 @@ def test_shim_is_cffi_abi_mode_over_libc():
     with pytest.raises(OSError) as e:
         impl(-1, netns.CLONE_NEWNET)
     assert e.value.errno == errno.EBADF
+
+
+def test_generated_shim_module_matches_cdef(tmp_path):
+    """collectd_cgroups/_setns_cffi.py is what cffi generates for netns.CDEF (out-of-line ABI mode)."""
+    import cffi
+    ffi = cffi.FFI()
+    ffi.cdef(netns.CDEF)
+    ffi.set_source("collectd_cgroups._setns_cffi", None)
+    generated = ffi.compile(tmpdir=str(tmp_path))
+    committed = os.path.join(os.path.dirname(netns.__file__), "_setns_cffi.py")
+    with open(generated) as a, open(committed) as b:
+        assert a.read() == b.read(), ("regenerate it: python -c 'import cffi; f = cffi.FFI(); f.cdef(%r); "
+                                      "f.set_source(\"collectd_cgroups._setns_cffi\", None); f.compile()'"
+                                      % netns.CDEF)
+
+
+def test_shim_loads_no_c_parser():
+    """At run time the shim needs cffi's backend only: no pycparser (2.7 MiB of collectd's memory)."""
+    code = ("import sys; from collectd_cgroups import netns; impl = netns._cffi_setns(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pycparser', 'cffi')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(netns.__file__)),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=True, timeout=60)
+    assert out.stdout.decode().strip() == "[]", out
 
 
 # -- a PID's namespace -------------------------------------------------------------------------------------------

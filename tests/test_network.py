@@ -29,19 +29,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from collectd_cgroups import fs, netns, network  # noqa: E402
 from netnsutil import (  # noqa: E402
-    Logs, NetLab, as_netdev, ctypes_setns, netlink_inodes, nsfs_fds, one_pass, proc_net_dev, run, socket_inodes,
+    Logs, as_netdev, ctypes_setns, netlink_inodes, nsfs_fds, one_pass, proc_net_dev, run, socket_inodes,
     wait_for)
 
 VALID_NAME = re.compile(r"\A[A-Za-z0-9_.:+@=,~-]{1,127}\Z")
-
-
-@pytest.fixture
-def lab():
-    lab = NetLab()
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 # -- pure parts ------------------------------------------------------------------------------------------------

@@ -21,8 +21,6 @@ import sys
 import textwrap
 import time
 
-import pytest
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import collectd_harness as harness  # noqa: E402
@@ -30,22 +28,13 @@ import fake_collectd  # noqa: E402
 import fixtureutil  # noqa: E402
 import test_readme_contract as contract  # noqa: E402
 from netnsutil import (  # noqa: E402
-    NetLab, as_netdev, netlink_inodes, ns_of, nsfs_fds, proc_net_dev, socket_inodes, wait_for)
+    as_netdev, netlink_inodes, ns_of, nsfs_fds, proc_net_dev, socket_inodes, wait_for)
 
 from collectd_cgroups import config, identifiers  # noqa: E402
 from collectd_cgroups.collector import Collector, Options  # noqa: E402
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IF_TYPES = ("if_octets", "if_packets", "if_errors", "if_dropped")
-
-
-@pytest.fixture
-def lab():
-    lab = NetLab()
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def _prefix(lab):

@@ -57,8 +57,13 @@ def script(monkeypatch, instance, passes):
     """Make the instance's collector return ``passes`` one after the other (then the last one)."""
     passes = list(passes)
 
-    def collect(containers=None):
-        return passes.pop(0) if len(passes) > 1 else passes[0]
+    def collect(containers=None, sink=None, interval=None):
+        items = passes.pop(0) if len(passes) > 1 else passes[0]
+        if sink is None:
+            return items
+        for item in items:      # as the collector does: each container handed over once read
+            sink(item)
+        return len(items)
     monkeypatch.setattr(instance.collector, "collect", collect)
 
 
@@ -108,6 +113,9 @@ def test_every_option_parsed_with_keys_in_any_case(env, tmp_path):
               option("containersstorage", "/srv/storage/"),
               option("HOSTROOT", str(tmp_path)),
               option("interval", 2.5),
+              option("IGNOREVALUE", "memory-active_*", "vmpage_action-pgpg*"),
+              option("ignorevalue", "total_time_in_ms-pressure_*_full"),
+              option("KeepFilesOpen", False),
               option("SENDMETA", True))
     fake.run_init()
     (inst,) = instances(plugin)
@@ -121,6 +129,8 @@ def test_every_option_parsed_with_keys_in_any_case(env, tmp_path):
     assert opts.docker_root == "/srv/docker"
     assert opts.storage_root == "/srv/storage"
     assert opts.root == str(tmp_path)
+    assert opts.ignore_values == ["memory-active_*", "vmpage_action-pgpg*", "total_time_in_ms-pressure_*_full"]
+    assert opts.keep_files is False and inst.collector.kept is None
     assert inst.send_meta is True
     assert inst.interval == 2.5 and inst.values.interval == 2.5
     assert [(r["name"], r["interval"]) for r in fake.reads] == [(NAME, 2.5)]
@@ -128,6 +138,35 @@ def test_every_option_parsed_with_keys_in_any_case(env, tmp_path):
     assert {r.group for r in inst.collector.readers} == {"cpu", "pids"}
     assert any(getattr(r, "per_cpu", False) for r in inst.collector.readers)
     assert not fake.messages("error")
+
+
+@pytest.mark.parametrize("value,expected", [("auto", "auto"), ("AUTO", "auto"), (True, True), (False, False)])
+def test_keep_files_open_values(env, value, expected):
+    fake, plugin = env
+    configure(fake, option("KeepFilesOpen", value))
+    fake.run_init()
+    (inst,) = instances(plugin)
+    assert inst.collector.options.keep_files == expected
+
+
+@pytest.mark.parametrize("configured", [None, 2.5])
+def test_each_pass_tells_the_collector_its_interval(env, monkeypatch, configured):
+    """KeepFilesOpen auto needs the interval: the configured one, else the time since the last pass
+    (the first pass, with none before it, counts as a long interval)."""
+    fake, plugin = env
+    configure(fake, *([option("Interval", configured)] if configured else []))
+    fake.run_init()
+    (inst,) = instances(plugin)
+    seen = []
+
+    def collect(containers=None, sink=None, interval=None):
+        seen.append(interval)
+        return 0
+    monkeypatch.setattr(inst.collector, "collect", collect)
+    clock = iter([100.0, 101.0, 103.5])
+    monkeypatch.setattr(plugin, "_clock", lambda: next(clock))
+    fake.run_reads(times=3)
+    assert seen == ([float("inf"), 1.0, 2.5] if configured is None else [2.5, 2.5, 2.5])
 
 
 def test_booleans_false_and_defaults_kept(env):
@@ -170,6 +209,14 @@ BAD = [
     ("Interval", (1.0, 2.0)),
     ("SendMeta", ("true",)),
     ("SendMeta", (0.0,)),
+    ("IgnoreValue", ()),
+    ("IgnoreValue", ("",)),
+    ("IgnoreValue", ("memory usage",)),
+    ("IgnoreValue", (1.0,)),
+    ("KeepFilesOpen", ()),
+    ("KeepFilesOpen", ("sometimes",)),
+    ("KeepFilesOpen", (1.0,)),
+    ("KeepFilesOpen", (True, False)),
     ("Bogus", ("x",)),
 ]
 
@@ -270,7 +317,7 @@ def test_read_never_raises_when_the_collector_raises_and_logs_once(env, monkeypa
     (inst,) = instances(plugin)
     calls = []
 
-    def boom(containers=None):
+    def boom(containers=None, sink=None, interval=None):
         calls.append(1)
         raise RuntimeError("collector exploded")
     monkeypatch.setattr(inst.collector, "collect", boom)
@@ -297,6 +344,76 @@ def test_read_never_raises_when_dispatch_fails(env, monkeypatch):
     fake.dispatch_hook = refuse
     fake.run_reads(times=4)
     assert len(fake.messages(containing="queue full")) == 1, fake.logs
+
+
+@pytest.mark.parametrize("batch", [1, 3, 10000])
+def test_values_go_out_in_batches_during_the_pass_and_a_refused_one_costs_only_itself(env, monkeypatch, batch):
+    """The real collector hands each container over as soon as it is read; the plugin dispatches once
+    DISPATCH_BATCH values are waiting (and the rest at the end of the pass), in order.  A container whose
+    dispatch fails costs only itself, logged once."""
+    fake, plugin = env
+    monkeypatch.setattr(plugin, "DISPATCH_BATCH", batch)
+    configure(fake, option("Metrics", "memory", "pids"))
+    fake.run_init()
+    (inst,) = instances(plugin)
+    web, db, app = fake_container("web"), fake_container("db"), fake_container("app")
+    monkeypatch.setattr(inst.collector, "discover", lambda: [web, db, app])
+    seen = []       # dispatched (or refused) so far, when each container is read
+
+    def read(container):
+        seen.append(len(fake.dispatched) + len(refused_values))
+        return [("memory", "usage", (1,)), ("count", "pids", (2,))]
+    monkeypatch.setattr(inst.collector, "read", read)
+    refused_values = []
+
+    def refuse(record):
+        if record["plugin_instance"] == "cgroup-db":
+            refused_values.append(record)
+            raise fake_collectd.DispatchError("queue full")
+    fake.dispatch_hook = refuse
+    fake.run_reads()
+    expected_seen = {1: [0, 2, 3], 3: [0, 0, 3], 10000: [0, 0, 0]}[batch]
+    assert seen == expected_seen
+    fake.run_reads(times=2)
+    got = [(d["plugin_instance"], d["type"]) for d in fake.dispatched]
+    assert got == [("cgroup-web", "memory"), ("cgroup-web", "count"),
+                   ("cgroup-app", "memory"), ("cgroup-app", "count")] * 3
+    refused = fake.messages("warning", "queue full")
+    assert len(refused) == 1 and "/pfx/db" in refused[0], fake.logs
+    assert len(fake.messages("info", "3 container(s) found")) == 1, fake.logs
+
+
+def test_ignore_value_leaves_out_matching_value_lists(env, monkeypatch):
+    """IgnoreValue patterns match "type-type_instance" (or the bare type), as the README's table names them."""
+    fake, plugin = env
+    configure(fake, option("Metrics", "memory"),
+              option("IgnoreValue", "memory-active_*", "vmpage_action-pgpg*"),
+              option("IgnoreValue", "if_*-eth1", "count"))
+    fake.run_init()
+    (inst,) = instances(plugin)
+    web = fake_container("web")
+    monkeypatch.setattr(inst.collector, "discover", lambda: [web])
+    samples = [("memory", "usage", (1,)), ("memory", "active_anon", (2,)), ("memory", "inactive_anon", (3,)),
+               ("vmpage_action", "pgpgin", (4,)), ("vmpage_action", "pgfault", (5,)),
+               ("if_octets", "eth0", (6, 7)), ("if_octets", "eth1", (8, 9)), ("count", "", (1,)),
+               ("count", "pids", (2,))]
+    monkeypatch.setattr(inst.collector, "read", lambda c: list(samples))
+    fake.run_reads(times=2)
+    got = [(d["type"], d["type_instance"]) for d in fake.dispatched]
+    assert got == [("memory", "usage"), ("memory", "inactive_anon"), ("vmpage_action", "pgfault"),
+                   ("if_octets", "eth0"), ("count", "pids")] * 2
+
+
+def test_a_container_whose_values_are_all_ignored_is_not_reported(env, monkeypatch):
+    fake, plugin = env
+    configure(fake, option("Metrics", "memory"), option("IgnoreValue", "*"))
+    fake.run_init()
+    (inst,) = instances(plugin)
+    monkeypatch.setattr(inst.collector, "discover", lambda: [fake_container("web")])
+    monkeypatch.setattr(inst.collector, "read", lambda c: [("memory", "usage", (1,))])
+    fake.run_reads()
+    assert fake.dispatched == []
+    assert fake.messages("info", "no container found")
 
 
 def test_read_never_raises_on_a_real_pass_that_goes_wrong(env, monkeypatch):

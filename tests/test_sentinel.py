@@ -20,6 +20,8 @@ from collectd_cgroups import sentinel
 from collectd_cgroups.collector import Collector, Options
 from collectd_cgroups.synthetic import CgroupTree, check_path
 
+from kernelutil import proc_alive as alive
+
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -32,15 +34,6 @@ def wait_for(predicate, timeout=20.0, what="condition"):
         if time.monotonic() >= deadline:
             raise AssertionError("timed out waiting for %s" % what)
         time.sleep(0.01)
-
-
-def alive(pid):
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 class Log(object):

@@ -1,6 +1,6 @@
 /* The C floor of the benchmark: what a pass costs when nothing but the kernel's work is done.
  *
- *   floor PASSES PLAN
+ *   floor PASSES PLAN [GAP_MS]
  *
  * PLAN lists what one pass of the plugin touches, one item a line (the driver writes it from what the
  * plugin itself read in a pass):
@@ -154,11 +154,13 @@ static int net(int pid, int home) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) {
-        fprintf(stderr, "usage: floor PASSES PLAN\n");
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: floor PASSES PLAN [GAP_MS]\n");
         return 2;
     }
     int passes = atoi(argv[1]);
+    /* GAP_MS: an idle pause before each pass, as collectd leaves between two read passes (caches go cold) */
+    long gap_ms = argc == 4 ? atol(argv[3]) : 0;
     FILE *plan = fopen(argv[2], "r");
     if (!plan) die(argv[2]);
     char line[8192];
@@ -177,6 +179,10 @@ int main(int argc, char **argv) {
     }
     fclose(plan);
     for (int p = 0; p < passes; p++) {
+        if (gap_ms > 0) {
+            struct timespec gap = {gap_ms / 1000, (gap_ms % 1000) * 1000000L};
+            nanosleep(&gap, NULL);
+        }
         long long cpu0 = now_ns(CLOCK_THREAD_CPUTIME_ID), wall0 = now_ns(CLOCK_MONOTONIC);
         int home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
         if (home < 0) die("/proc/thread-self/ns/net");

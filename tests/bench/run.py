@@ -25,8 +25,14 @@ What it does (everything it creates is its own, and removed at the end, also on 
        in a pass of the plugin: ``os.open``/``os.read``/``os.pread``/``os.scandir``), lists the same
        directories, and makes the same setns + netlink RTM_GETSTATS dump for each container;
 
+   and for reference (d): collectd with a trivial Python module that dispatches the value lists of one pass
+   of the plugin (in the plugin's batches, at its pace) and reads nothing, the same collectd with an idle
+   Python module, and at the largest size (b) again with the IgnoreValue patterns of LEAN; and (a) and (c)
+   again at collectd's cadence, with a 1-second pause before each pass (``--paced``);
+
 4. prints a table: medians over the passes (over the intervals for collectd) and their min-max spread,
-   the ratios a/c and b/c, the scaling from the smallest to the largest size, and the pass wall time.
+   the ratios a/c and b/c, the scaling from the smallest to the largest size, the pass wall time, and
+   collectd's resident memory split into the interpreter, collectd's value cache and the plugin.
 
 Figures only: nothing here fails on time.  ``--profile`` adds cProfile's top functions for an in-process
 pass at each size.
@@ -342,6 +348,17 @@ class InProcess(object):
                 self.plain.read()
                 out["cpu_us_plain"].append((time.thread_time() - t0) / n * 1e6)
 
+    def paced(self, passes, gap):
+        """Passes with an idle pause of ``gap`` seconds before each, as collectd runs them: the CPU's
+        caches are cold at the start of each."""
+        n, out = self.lab.count, self.out
+        out["cpu_us_paced"] = []
+        for _ in range(passes):
+            time.sleep(gap)
+            t0 = time.thread_time()
+            self.inst.read()
+            out["cpu_us_paced"].append((time.thread_time() - t0) / n * 1e6)
+
     def profile(self):
         prof = cProfile.Profile()
         prof.enable()
@@ -363,12 +380,14 @@ class InProcess(object):
 
 # -- (c) the C floor -----------------------------------------------------------------------------------------
 
-def floor(lab, binary, plan, passes, workdir):
+def floor(lab, binary, plan, passes, workdir, gap=0.0):
+    """``gap``: seconds of idle pause before each pass (collectd's cadence; 0: back to back)."""
     path = os.path.join(workdir, "plan-%d" % lab.count)
     if not os.path.exists(path):
         with open(path, "w") as f:
             f.write("\n".join(plan) + "\n")
-    res = subprocess.run(["nsenter", "--net=" + lab.host_path, "--", binary, str(passes + 1), path],
+    res = subprocess.run(["nsenter", "--net=" + lab.host_path, "--", binary, str(passes + 1), path,
+                          str(int(gap * 1000))],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600,
                          preexec_fn=lambda: _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))
     if res.returncode != 0:
@@ -403,6 +422,14 @@ LoadPlugin network
 </Plugin>
 """
 
+# A leaner set of values, as the README's "Benchmark" section suggests for hosts where collectd's memory
+# matters more than the detail: about what `docker stats` shows (CPU, memory usage and limit, network and
+# block I/O, PIDs), 15 of the 47 values per container of the lab.
+LEAN = ("derive-cpu_*periods", "total_time_in_ms-*", "memory-*active_*", "memory-unevictable", "memory-dirty",
+        "memory-writeback", "memory-mapped_file", "memory-shmem", "memory-rss_huge", "memory-swapcached",
+        "memory-max_usage", "derive-memory_*", "vmpage_action-*", "disk_*-total", "total_bytes-discard-*",
+        "total_operations-discard-*")
+
 CONF_PLUGIN = """\
 <LoadPlugin python>
   Globals true
@@ -413,7 +440,7 @@ CONF_PLUGIN = """\
   <Module "collectd_cgroups">
     Match "{match}" "bench"
     Ignore "{ignore}"
-  </Module>
+{extra}  </Module>
 </Plugin>
 """
 
@@ -470,30 +497,41 @@ def _collectd_child():
 
 REPLAY = """\
 # The benchmark's reference (d): dispatch the value lists one pass of the plugin dispatched, as its
-# dispatch loop does, and do nothing else.  What collectd itself costs for those values.
+# dispatch loop does, in the plugin's batches, and do nothing else: what collectd itself costs for those
+# values.  Between batches it pauses for as long as the plugin takes to read a batch's containers (its
+# pass wall time in (a)), so that collectd's write threads drain the queue as they do behind the plugin.
 import pickle
+import time
 
 import collectd
 
 with open({path!r}, "rb") as f:
-    ITEMS = pickle.load(f)
+    CONTAINERS = pickle.load(f)
+PAUSE = {pause!r}
+EVERY = {every!r}
+# collectd's resident memory with these value lists loaded and none dispatched yet: what the module's
+# own data costs, taken off (d)'s figure so that (d) shows collectd's value cache alone.
+with open("/proc/self/status") as f, open({rss_path!r}, "w") as out:
+    out.write([line.split()[1] for line in f if line.startswith("VmRSS:")][0])
 EMPTY = {{}}
 v = collectd.Values(plugin="container")
 
 
 def read():
-    last_instance = last_type = last_meta = None
-    for instance, type_, type_instance, values, meta in ITEMS:
-        if instance is not last_instance:
-            v.plugin_instance = last_instance = instance
-        meta = meta or EMPTY
-        if meta is not last_meta:
-            v.meta = last_meta = meta
-        if type_ is not last_type:
-            v.type = last_type = type_
-        v.type_instance = type_instance
-        v.values = values
-        v.dispatch()
+    last_type = last_meta = None
+    for n, (instance, items) in enumerate(CONTAINERS):
+        if n % EVERY == EVERY - 1:
+            time.sleep(PAUSE)
+        v.plugin_instance = instance
+        for type_, type_instance, values, meta in items:
+            meta = meta or EMPTY
+            if meta is not last_meta:
+                v.meta = last_meta = meta
+            if type_ is not last_type:
+                v.type = last_type = type_
+            v.type_instance = type_instance
+            v.values = values
+            v.dispatch()
 
 
 collectd.register_read(read)
@@ -515,22 +553,34 @@ import collectd  # noqa: F401
 """
 
 
-def collectd_run(lab, mode, intervals, workdir, interval=1.0, dispatched=None, tag=0):
+def collectd_run(lab, mode, intervals, workdir, interval=1.0, dispatched=None, tag=0, pace=0.0):
     """Per-interval CPU (ms) of a collectd over ``intervals`` intervals, its RSS (KiB) and descriptors.
-    ``mode``: "base" (no python plugin), "plugin" (the plugin), "replay" (``dispatched`` value lists
-    dispatched by a trivial module), "idle" (the python plugin with a module that does nothing)."""
+    ``mode``: "base" (no python plugin), "plugin" (the plugin), "lean" (the plugin with the IgnoreValue
+    options of LEAN), "replay" (``dispatched`` value lists dispatched by a trivial module, pausing ``pace``
+    seconds per container), "idle" (the python plugin with a module that does nothing)."""
     d = os.path.join(workdir, "collectd-%s-%d-%d" % (mode, lab.count, tag))
     os.mkdir(d)
     conf = CONF.format(dir=d, interval=interval)
-    with_plugin = mode in ("plugin", "replay")
-    if mode == "plugin":
+    with_plugin = mode in ("plugin", "lean", "replay")
+    if mode in ("plugin", "lean"):
+        extra = "".join('    IgnoreValue "%s"\n' % p for p in LEAN) if mode == "lean" else ""
         conf += CONF_PLUGIN.format(src=SRC, match=lab.match_regex().replace("\\", "\\\\"),
-                                   ignore=lab.ignore_regex().replace("\\", "\\\\"))
+                                   ignore=lab.ignore_regex().replace("\\", "\\\\"), extra=extra)
     elif mode == "replay":
+        containers = []
+        for i, t, ti, v, m in dispatched:
+            if not containers or containers[-1][0] != i:
+                containers.append((i, []))
+            containers[-1][1].append((t, ti, v, m or None))
         with open(d + "/values.pickle", "wb") as f:
-            pickle.dump([(i, t, ti, v, m or None) for i, t, ti, v, m in dispatched], f)
+            pickle.dump(containers, f)
         with open(d + "/ccgbench_replay.py", "w") as f:
-            f.write(REPLAY.format(path=d + "/values.pickle"))
+            # The plugin dispatches in batches of DISPATCH_BATCH values (older checkouts: a whole pass).
+            from collectd_cgroups import plugin
+            batch = getattr(plugin, "DISPATCH_BATCH", len(dispatched))
+            every = max(1, int(round(batch * len(containers) / float(len(dispatched)))))
+            f.write(REPLAY.format(path=d + "/values.pickle", pause=round(every * pace, 6), every=every,
+                                  rss_path=d + "/loaded_rss"))
         conf += CONF_REPLAY.format(dir=d, module="ccgbench_replay")
     elif mode == "idle":
         with open(d + "/ccgbench_idle.py", "w") as f:
@@ -544,7 +594,7 @@ def collectd_run(lab, mode, intervals, workdir, interval=1.0, dispatched=None, t
                          preexec_fn=_collectd_child)
     RUNNING[p.pid] = p
     try:
-        ready = "container(s) found" if mode == "plugin" else "Initialization complete"
+        ready = "container(s) found" if mode in ("plugin", "lean") else "Initialization complete"
         deadline = time.monotonic() + 60
         while not _log_has(log, ready):
             if p.poll() is not None or time.monotonic() > deadline:
@@ -582,8 +632,12 @@ def collectd_run(lab, mode, intervals, workdir, interval=1.0, dispatched=None, t
     deltas = [(b - a) / 1e6 for a, b in zip(marks, marks[1:])]
     warnings = [l for l in logtext.splitlines() if "collectd_cgroups" in l and ("warn" in l.lower()
                                                                                or "error" in l.lower())]
-    return {"cpu_ms": deltas, "rss_kib": rss, "fds": fds, "warnings": warnings, "nofile": nofile,
-            "threads": threads}
+    out = {"cpu_ms": deltas, "rss_kib": rss, "fds": fds, "warnings": warnings, "nofile": nofile,
+           "threads": threads}
+    if mode == "replay":
+        with open(d + "/loaded_rss") as f:
+            out["loaded_rss_kib"] = int(f.read())
+    return out
 
 
 def stop(p):
@@ -599,7 +653,7 @@ def stop(p):
 
 # -- the run -------------------------------------------------------------------------------------------------
 
-def measure(lab, args, bins, workdir, host):
+def measure(lab, args, bins, workdir, host, last=True):
     n = lab.count
     print("\n== N = %d containers" % n, flush=True)
     # (a) and (c) alternate over the rounds as well, so that a busy spell of the neighbours (this machine is
@@ -613,6 +667,11 @@ def measure(lab, args, bins, workdir, host):
         c["cpu_us"] += part["cpu_us"]
         c["wall_ms"] += part["wall_ms"]
         c["links"] = part["links"]
+    # At collectd's cadence (a pass a second, idle in between), for (b)'s comparison: the same passes start
+    # with cold caches.
+    if args.paced:
+        host.submit(ip.paced, args.paced, 1.0).result()
+        c["cpu_us_paced"] = floor(lab, bins["floor"], ip.out["plan"], args.paced, workdir, gap=1.0)["cpu_us"]
     if args.profile:
         host.submit(ip.profile).result()
     a = host.submit(ip.close).result()
@@ -625,21 +684,28 @@ def measure(lab, args, bins, workdir, host):
     if a.get("profile"):
         print(a["profile"])
     print("  (c) floor: %d plan lines, %d interfaces per pass" % (len(a["plan"]), c["links"]), flush=True)
-    b = base = d = None
+    b = base = d = lean = None
     if not args.no_collectd:
         # The machine is shared: alternate the collectd runs over a few rounds, so that a busy spell of the
         # neighbours falls on each of them alike; intervals of all rounds together, memory of the last.
         runs = {}
         per_round = max(1, args.intervals // args.rounds)
+        pace = statistics.median(a["wall_ms"]) / 1e3 / n      # the plugin's wall time per container
+        modes = ("base", "plugin", "replay") + (("lean",) if last and _knows_ignore_value() else ())
         for n_round in range(args.rounds):
-            for mode in ("base", "plugin", "replay"):
-                r = collectd_run(lab, mode, per_round, workdir, dispatched=a["dispatched"], tag=n_round)
+            for mode in modes:
+                r = collectd_run(lab, mode, per_round, workdir, dispatched=a["dispatched"], tag=n_round, pace=pace)
                 if mode in runs:
                     r["cpu_ms"] = runs[mode]["cpu_ms"] + r["cpu_ms"]
                     r["warnings"] = runs[mode]["warnings"] + r["warnings"]
                 runs[mode] = r
         base, b, d = runs["base"], runs["plugin"], runs["replay"]
         d["idle"] = collectd_run(lab, "idle", 2, workdir)
+        lean = runs.get("lean")
+        if lean is not None:
+            from collectd_cgroups.collector import ValueFilter
+            keep = ValueFilter(LEAN)
+            lean["values_per_container"] = len(keep([x[1:] for x in a["dispatched"]])) / float(n)
         for w in b["warnings"][:5]:
             print("  collectd log: " + w)
         print("  (b) collectd: %d descriptors with the plugin, %d without; open-files limit (soft, hard) %s, "
@@ -647,7 +713,13 @@ def measure(lab, args, bins, workdir, host):
               % (b["fds"], base["fds"], "/".join(b["nofile"]), "/".join(base["nofile"]), b["threads"],
                  base["threads"]), flush=True)
     del a["dispatched"]
-    return {"n": n, "a": a, "b": b, "base": base, "c": c, "d": d}
+    return {"n": n, "a": a, "b": b, "base": base, "c": c, "d": d, "lean": lean}
+
+
+def _knows_ignore_value():
+    """Whether the measured checkout has the IgnoreValue option (--src may name an older one)."""
+    from collectd_cgroups import config
+    return "IgnoreValue" in config.OPTIONS
 
 
 def per_container_b(r, key="b"):
@@ -690,10 +762,12 @@ def table(results):
                      % (hi["n"], lo["n"], hi["n"] / float(lo["n"]), ", ".join(parts)))
     if any(r["d"] is not None for r in results):
         lines += ["", "collectd's own share: (d) the same collectd with a trivial Python module that dispatches the",
-                  "value lists of one pass of the plugin and reads nothing (CPU minus collectd without Python);",
-                  "resident memory of collectd without Python, with an idle Python module, with (d), with the plugin:"]
+                  "value lists of one pass of the plugin, in the plugin's batches and at its pace, and reads",
+                  "nothing (CPU minus collectd without Python). Resident memory of collectd without Python, and what",
+                  "an idle Python module, the values of (d) (collectd's value cache: (d)'s growth from the moment its",
+                  "value lists were loaded) and the plugin itself (the rest of (b)) add:"]
         head = "%6s  %-20s %-14s  %s" % ("N", "(d) us", "(b) - (d) us",
-                                         "RSS MiB: base / +python / +(d) dispatch / +plugin (b)")
+                                         "RSS MiB: base / +python / +values (d) / +plugin")
         lines += [head, "-" * len(head)]
         for r in results:
             if r["d"] is None:
@@ -701,9 +775,31 @@ def table(results):
             dvals = per_container_b(r, "d")
             b, d = statistics.median(per_container_b(r)), statistics.median(dvals)
             base, idle = r["base"]["rss_kib"] / 1024.0, r["d"]["idle"]["rss_kib"] / 1024.0
-            rd, rb = r["d"]["rss_kib"] / 1024.0, r["b"]["rss_kib"] / 1024.0
+            cache = (r["d"]["rss_kib"] - r["d"]["loaded_rss_kib"]) / 1024.0
+            rb = r["b"]["rss_kib"] / 1024.0
             lines.append("%6d  %-20s %7.1f         %.1f / %+.1f / %+.1f / %+.1f" % (
-                r["n"], fmt(dvals), b - d, base, idle - base, rd - idle, rb - rd))
+                r["n"], fmt(dvals), b - d, base, idle - base, cache, rb - idle - cache))
+    if any("cpu_us_paced" in r["c"] for r in results):
+        lines += ["", "(a) and (c) at collectd's cadence, a 1-second idle pause before each pass (caches cold at its",
+                  "start, as in (b)), and (b) against that floor:"]
+        for r in results:
+            if "cpu_us_paced" in r["c"]:
+                cp = stats(r["c"]["cpu_us_paced"])[0]
+                bline = " b/c' %.2f" % (statistics.median(per_container_b(r)) / cp) if r["b"] is not None else ""
+                lines.append("%6d  (a') %-20s (c') %-20s a'/c' %.2f%s" % (
+                    r["n"], fmt(r["a"]["cpu_us_paced"]), fmt(r["c"]["cpu_us_paced"]),
+                    stats(r["a"]["cpu_us_paced"])[0] / cp, bline))
+    for r in results:
+        lean = r.get("lean")
+        if lean is None:
+            continue
+        lvals = per_container_b(r, "lean")
+        c = stats(r["c"]["cpu_us"])[0]
+        lines += ["", "(b) with %d IgnoreValue patterns (LEAN in tests/bench/run.py: %.0f values per container "
+                  "instead of %.0f):" % (len(LEAN), lean["values_per_container"], r["a"]["values_per_container"]),
+                  "%6d  %-20s b/c %.2f    collectd RSS MiB: %.1f / %.1f / %+.1f"
+                  % (r["n"], fmt(lvals), statistics.median(lvals) / c, r["base"]["rss_kib"] / 1024.0,
+                     lean["rss_kib"] / 1024.0, (lean["rss_kib"] - r["base"]["rss_kib"]) / 1024.0)]
     if any("cpu_us_plain" in r["a"] for r in results):
         lines += ["", "(a) with every file opened, read and closed each pass (no descriptors kept between passes):"]
         for r in results:
@@ -721,6 +817,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3, help="rounds the passes and intervals are spread over, "
                     "alternating (a), (c) and the collectd runs (default 3)")
     ap.add_argument("--no-collectd", action="store_true", help="skip (b)")
+    ap.add_argument("--paced", type=int, default=8, help="passes of (a) and (c) with a 1-second pause before "
+                    "each, as collectd runs them (default 8; 0 skips them)")
     ap.add_argument("--profile", action="store_true", help="print cProfile's top functions for (a)")
     ap.add_argument("--src", default=SRC, help="measure the collectd_cgroups of this checkout (default: "
                     "this one), e.g. an older version unpacked with `git archive`")
@@ -752,7 +850,7 @@ def main(argv=None):
         for size in sizes:
             took = lab.add(size - lab.count)
             print("made %d containers in %.1f s" % (lab.count, took), flush=True)
-            results.append(measure(lab, args, bins, workdir, host))
+            results.append(measure(lab, args, bins, workdir, host, last=size == sizes[-1]))
         print(table(results))
     except (KeyboardInterrupt, Interrupted) as e:
         print("\ninterrupted (%s): cleaning up" % (e or "Ctrl-C"), file=sys.stderr)
