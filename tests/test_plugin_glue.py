@@ -7,11 +7,15 @@ sys.modules and imports the plugin afresh.
 
 import importlib
 import os
+import subprocess
 import sys
+import textwrap
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import fake_collectd  # noqa: E402
 from fake_collectd import module_block, option  # noqa: E402
@@ -483,3 +487,28 @@ def test_shutdown_drops_instances(env):
 def test_fresh_import_per_test_has_no_leftover_state(env):
     fake, plugin = env
     assert plugin._config_blocks == [] and plugin._instances == []
+
+
+def test_a_pass_loads_no_heavy_module():
+    """The plugin's import and a pass on this host stay off libcrypto (hashlib: 3.7 MiB of collectd's RSS),
+    pycparser (cffi's in-process cdef: 2.7 MiB) and the exit watcher's subprocess/shutil: a fresh
+    interpreter with a stand-in collectd module."""
+    code = textwrap.dedent("""
+        import sys, types
+        stub = types.ModuleType("collectd")
+        stub.Values = type("Values", (), {"__init__": lambda self, **kw: None, "dispatch": lambda self: None})
+        for hook in ("register_config", "register_init", "register_read", "register_shutdown",
+                     "info", "warning", "error", "notice", "debug"):
+            setattr(stub, hook, lambda *a, **kw: None)
+        sys.modules["collectd"] = stub
+        from collectd_cgroups import netns, plugin
+        instance = plugin.Instance(plugin.Options())
+        instance.read()
+        netns._cffi_setns()
+        print(" ".join(sorted(m for m in sys.modules
+                              if m.split(".")[0] in ("hashlib", "_hashlib", "pycparser", "subprocess", "shutil"))))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=CHECKOUT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout.decode().split() == [], out.stdout.decode()
