@@ -120,7 +120,9 @@ def run(*argv, check=True, **kw):
     return res
 
 
-def wait_for(predicate, timeout=20.0, what="condition"):
+def wait_for(predicate, timeout=20.0, what="condition", pause=0.05):
+    """The first true result of ``predicate()``, polled every ``pause`` seconds; AssertionError after
+    ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
@@ -128,7 +130,7 @@ def wait_for(predicate, timeout=20.0, what="condition"):
             return result
         if time.monotonic() > deadline:
             raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
-        time.sleep(0.05)
+        time.sleep(pause)
 
 
 class Logs(object):

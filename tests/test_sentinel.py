@@ -20,20 +20,14 @@ from collectd_cgroups import sentinel
 from collectd_cgroups.collector import Collector, Options
 from collectd_cgroups.synthetic import CgroupTree, check_path
 
+import netnsutil
 from kernelutil import proc_alive as alive
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def wait_for(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError("timed out waiting for %s" % what)
-        time.sleep(0.01)
+    return netnsutil.wait_for(predicate, timeout, what, pause=0.01)     # finer: exits are timed here
 
 
 class Log(object):
