@@ -43,11 +43,12 @@ run: venv $(BUILD)/collectd.conf
 demo: venv
 	$(PY) -m collectd_cgroups.demo
 
-test: venv
+test: venv bench-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The benchmark (tests/bench/, not part of `make test`): prints figures, never fails on time.
-# It compiles its C floor and its container processes with gcc at run time.
+# The benchmark (tests/bench/): prints figures, never fails on time. `make test` runs it small
+# (tests/test_bench.py), hence bench-deps there too. It compiles its C floor and its container
+# processes with gcc at run time.
 BENCH_PKGS := gcc libc6-dev util-linux iproute2 collectd-core libpython3.11
 BENCH_ARGS ?=
 

@@ -232,7 +232,7 @@ class NetLab(object):
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE, start_new_session=True)
         try:
-            wait_for(lambda: _comm(popen.pid) == "sleep" or popen.poll() is not None, 10, "sleep to start")
+            wait_for(lambda: proc_comm(popen.pid) == "sleep" or popen.poll() is not None, 10, "sleep to start")
             if popen.poll() is not None:
                 raise AssertionError("%s exited: %s" % (argv, popen.stderr.read().decode(errors="replace")))
         except BaseException:
@@ -322,7 +322,7 @@ class NetLab(object):
         assert not left, "cgroups left behind: %s" % left
 
 
-def _comm(pid):
+def proc_comm(pid):
     try:
         with open("/proc/%d/comm" % pid) as f:
             return f.read().strip()
