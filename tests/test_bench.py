@@ -23,6 +23,9 @@ from netnsutil import proc_comm, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUN = os.path.join(HERE, "bench", "run.py")
+sys.path.insert(0, os.path.join(HERE, "bench"))
+import lab as bench_lab     # noqa: E402  (the benchmark's own lab: its names and its cleanup of stale labs)
+sys.path.pop(0)
 LAB_LINE = re.compile(r"^lab: cgroups under /(ccgbench-[0-9a-f]+), host namespace (\S+)$")
 
 
@@ -81,11 +84,12 @@ class Bench(object):
 
 def leftovers(prefix):
     """What a lab with cgroup prefix ``prefix`` may leave: cgroup directories in every hierarchy, its host
-    network namespace, its scratch directory."""
+    network namespace, its scratch directory (in /var/tmp, else /tmp)."""
     found = sorted(d for d in {"%s/%s" % (mp, prefix) for mp in synthetic.read_hierarchies().values()}
                    if os.path.isdir(d))
-    if os.path.exists("/run/netns/%s-h" % prefix):
-        found.append("/run/netns/%s-h" % prefix)
+    host_path = bench_lab.BenchLab(None, tag=prefix[len("ccgbench-"):]).host_path
+    if os.path.exists(host_path):
+        found.append(host_path)
     found += [d for d in ("/var/tmp/" + prefix, "/tmp/" + prefix) if os.path.exists(d)]
     return found
 
@@ -118,12 +122,7 @@ def benches():
     yield started
     for bench in started:
         bench.stop()
-    sys.path.insert(0, os.path.join(HERE, "bench"))
-    try:
-        from lab import cleanup_stale
-        cleanup_stale(log=lambda msg: None)
-    finally:
-        sys.path.remove(os.path.join(HERE, "bench"))
+    bench_lab.cleanup_stale(log=lambda msg: None)
 
 
 def test_small_run_measures_every_container_and_leaves_nothing(benches):
@@ -200,7 +199,8 @@ def test_killed_run_is_cleaned_up_by_the_next(benches):
         return all(not open(p).read().strip() for p in procs if os.path.exists(p))
     wait_for(emptied, timeout=30, what="the killed benchmark's container processes to end")
     left = leftovers(prefix)
-    assert "/run/netns/%s-h" % prefix in left and any(d.startswith("/sys/fs/cgroup/") for d in left)
+    host_path = bench_lab.BenchLab(None, tag=prefix[len("ccgbench-"):]).host_path
+    assert host_path in left and any(d.startswith("/sys/fs/cgroup/") for d in left)
     nxt = Bench("--sizes", "1", "--passes", "1", "--rounds", "1", "--paced", "0", "--no-collectd")
     benches.append(nxt)
     status = nxt.wait()
