@@ -1,5 +1,6 @@
-# collectd-cgroups: `make run` runs the plugin under a real collectd, `make test` runs the whole suite.
-# Both install what they need on a fresh Debian 12 machine (as root).
+# collectd-cgroups: `make run` runs the plugin under a real collectd, `make test` runs the whole suite
+# (tests/unit, tests/kernel, tests/e2e). Both install what they need on a fresh Debian 12 machine (as root).
+# `make test-unit` runs only tests/unit: no root needed (given the .venv).
 
 SHELL      := /bin/bash
 SRC        := $(CURDIR)
@@ -11,7 +12,7 @@ SYSPY      := /usr/bin/python3
 APT_PKGS   := collectd-core collectd-utils libpython3.11 libyajl2 python3-venv iproute2 procps qemu-system-x86 busybox-static python3-cffi runc docker.io podman lxc crun
 PYTEST_ARGS ?=
 
-.PHONY: deps venv run demo test clean bench bench-deps
+.PHONY: deps venv run demo test test-unit clean bench bench-deps
 
 # Debian packages, installed only when missing.
 deps:
@@ -40,14 +41,21 @@ run: venv $(BUILD)/collectd.conf
 	@echo "No containers on this host? Run 'make demo' in another terminal."
 	exec /usr/sbin/collectd -f -C $(BUILD)/collectd.conf
 
+# The demo is lab code (ccg_lab/, not installed): run from the checkout so that the package is found.
 demo: venv
-	$(PY) -m collectd_cgroups.demo
+	cd $(SRC) && $(PY) -m ccg_lab.demo
 
 test: venv bench-deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	cd $(SRC) && $(PY) -m pytest $(PYTEST_ARGS)
+
+# The unit tier alone: no root, no real cgroups, namespaces or daemons. Needs the .venv (make venv, as root,
+# once); it does not install anything itself.
+test-unit:
+	@test -x $(PY) || { echo "no $(PY): run 'make venv' (as root) first"; exit 1; }
+	cd $(SRC) && $(PY) -m pytest -p no:cacheprovider tests/unit $(PYTEST_ARGS)
 
 # The benchmark (tests/bench/): prints figures, never fails on time. `make test` runs it small
-# (tests/test_bench.py), hence bench-deps there too. It compiles its C floor and its container
+# (tests/e2e/test_bench.py), hence bench-deps there too. It compiles its C floor and its container
 # processes with gcc at run time.
 BENCH_PKGS := gcc libc6-dev util-linux iproute2 collectd-core libpython3.11
 BENCH_ARGS ?=

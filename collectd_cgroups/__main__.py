@@ -15,7 +15,10 @@ import sys
 import time
 
 from . import containers, identifiers, sentinel
-from .collector import GROUPS, Collector, Options
+from .collector import GROUPS, Collector
+from .config import Options
+
+DEFAULTS = Options()     # the plugin's defaults, the CLI's too
 
 
 def _parse_args(argv):
@@ -30,7 +33,7 @@ def _parse_args(argv):
                    help="also report cgroups whose path matches REGEX (named groups: name, id); "
                         "runtime label after the last '@' (default cgroup)")
     p.add_argument("--ignore", action="append", default=[], metavar="REGEX", help="skip containers whose cgroup path matches")
-    p.add_argument("--runtimes", nargs="+", default=list(containers.RUNTIMES), help="built-in layouts to recognise")
+    p.add_argument("--runtimes", nargs="+", default=list(DEFAULTS.runtimes), help="built-in layouts to recognise")
     p.add_argument("--metrics", nargs="+", default=None,
                    help="metric groups to read (default: all; without network when --root is not /)")
     p.add_argument("--interface", action="append", default=[], metavar="NAME|/REGEX/",
@@ -41,9 +44,9 @@ def _parse_args(argv):
                         "(memory-active_*), as the IgnoreValue option")
     p.add_argument("--host-veth", action="store_true", help="show the host end of each container veth")
     p.add_argument("--per-cpu", action="store_true", help="also per-CPU usage")
-    p.add_argument("--instance-format", default=identifiers.DEFAULT_INSTANCE_FORMAT)
-    p.add_argument("--docker-data-root", default="/var/lib/docker")
-    p.add_argument("--containers-storage", default="/var/lib/containers/storage")
+    p.add_argument("--instance-format", default=DEFAULTS.instance_format)
+    p.add_argument("--docker-data-root", default=DEFAULTS.docker_root)
+    p.add_argument("--containers-storage", default=DEFAULTS.storage_root)
     p.add_argument("--exited", nargs="?", const=sentinel.STATE_FILE, metavar="FILE",
                    help="show recently exited containers and their final figures (CollectOnExit; "
                         "default file %s)" % sentinel.STATE_FILE)
@@ -94,26 +97,22 @@ def to_collectd_json(results, host, interval, now=None):
     now = time.time() if now is None else now
     out = []
     for item in results:
-        container_meta = item.container.meta()
-        peers = item.peers or {}
-        for type_, type_instance, values in item.samples:
-            ds = identifiers.data_sources(type_)
-            meta = container_meta
-            if type_.startswith("if_") and type_instance in peers:
-                meta = dict(container_meta, **{identifiers.HOST_INTERFACE_META: peers[type_instance]})
-            out.append({
-                "values": list(values),
-                "dstypes": [t for _, t in ds],
-                "dsnames": [n for n, _ in ds],
-                "time": round(now, 3),
-                "interval": interval,
-                "host": host,
-                "plugin": identifiers.PLUGIN,
-                "plugin_instance": item.instance,
-                "type": type_,
-                "type_instance": type_instance,
-                "meta": meta,
-            })
+        for meta, samples in identifiers.meta_groups(item.samples, item.peers, item.container.meta()):
+            for type_, type_instance, values in samples:
+                ds = identifiers.data_sources(type_)
+                out.append({
+                    "values": list(values),
+                    "dstypes": [t for _, t in ds],
+                    "dsnames": [n for n, _ in ds],
+                    "time": round(now, 3),
+                    "interval": interval,
+                    "host": host,
+                    "plugin": identifiers.PLUGIN,
+                    "plugin_instance": item.instance,
+                    "type": type_,
+                    "type_instance": type_instance,
+                    "meta": meta,
+                })
     return out
 
 
@@ -169,7 +168,7 @@ def main(argv=None):
     found = collector.discover()
     if args.pid is not None:
         try:
-            paths = containers.cgroups_of_pid(args.pid, collector.prefix)
+            paths = containers.cgroups_of_pid(args.pid, collector.root)
         except OSError as e:
             print("collectd-cgroups: cannot read the cgroups of PID %d: %s" % (args.pid, e.strerror), file=sys.stderr)
             return 1

@@ -1,11 +1,75 @@
 """The <Module "collectd_cgroups"> block -> Options.  No collectd import here, so
 the CLI and the tests share it; every error names the option at fault."""
 
-from .collector import Options
+import dataclasses
+
+from . import containers, identifiers, network, readers
 
 OPTIONS = ("Runtimes", "Match", "Ignore", "Metrics", "PerCPU", "InstanceFormat", "DockerDataRoot",
            "ContainersStorage", "HostRoot", "Interface", "IgnoreSelected", "IgnoreValue",
            "Interval", "SendMeta", "CollectOnExit", "KeepFilesOpen")
+
+
+# Metric groups: the cgroup readers' and the network namespaces'.
+GROUPS = readers.GROUPS + ("network",)
+
+
+@dataclasses.dataclass
+class Options(object):
+    """Everything an instance depends on, declared once with its default: the plugin fills it from a
+    <Module> block (parse_config), the CLI from its arguments."""
+
+    root: str = "/"                                     # HostRoot
+    groups: tuple = GROUPS                              # Metrics
+    per_cpu: bool = False                               # PerCPU
+    instance_format: str = identifiers.DEFAULT_INSTANCE_FORMAT   # InstanceFormat
+    match: list = dataclasses.field(default_factory=list)        # Match: [(regex string, runtime label)]
+    ignore: list = dataclasses.field(default_factory=list)       # Ignore: [regex string]
+    runtimes: tuple = containers.RUNTIMES               # Runtimes
+    docker_root: str = containers.DOCKER_ROOT           # DockerDataRoot
+    storage_root: str = containers.STORAGE_ROOT         # ContainersStorage
+    interfaces: list = dataclasses.field(default_factory=list)   # Interface: names or /regex/
+    ignore_selected: bool = False                       # IgnoreSelected
+    # KeepFilesOpen: keep cgroup files open between passes and re-read them with pread (fs.KeepPolicy):
+    # True, False, or "auto".
+    keep_files: object = "auto"
+    ignore_values: list = dataclasses.field(default_factory=list)  # IgnoreValue: patterns of "type-type_instance"
+    interval: float = None                              # Interval (None: collectd's)
+    send_meta: bool = False                             # SendMeta
+    collect_on_exit: bool = False                       # CollectOnExit
+
+    def __post_init__(self):
+        self.groups = tuple(self.groups)
+        self.runtimes = tuple(self.runtimes)
+        self.match = list(self.match)
+        self.ignore = list(self.ignore)
+        self.interfaces = list(self.interfaces)
+        self.ignore_values = list(self.ignore_values)
+
+    def interface_select(self):
+        """ValueError naming the Interface option when a /regex/ is bad."""
+        return network.InterfaceSelect(self.interfaces, self.ignore_selected)
+
+    def validate(self):
+        """Raise ValueError naming the option at fault."""
+        identifiers.check_instance_format(self.instance_format)
+        containers.compile_patterns([p for p, _ in self.match], "Match")
+        containers.compile_patterns(self.ignore, "Ignore")
+        for label in (label for _, label in self.match):
+            if identifiers.sanitize(label) != label:
+                raise ValueError("Match: runtime label %r may use only letters, digits and _.:+@=,-" % label)
+        for g in self.groups:
+            if g not in GROUPS:
+                raise ValueError("Metrics: unknown group %r; known: %s" % (g, ", ".join(GROUPS)))
+        self.interface_select()
+        for pattern in self.ignore_values:
+            if not pattern or any(ch.isspace() for ch in pattern):
+                raise ValueError("IgnoreValue: %r is not a pattern of identifiers such as memory-active_*"
+                                 % (pattern,))
+        for r in self.runtimes:
+            if r not in containers.RUNTIMES:
+                raise ValueError("Runtimes: unknown runtime %r; known: %s"
+                                 % (r, ", ".join(containers.RUNTIMES)))
 
 
 class ConfigError(ValueError):
@@ -45,10 +109,8 @@ def _number(node):
 
 
 def parse_config(node):
-    """A <Module> block -> (Options, interval, send_meta).  ConfigError names the option."""
+    """A <Module> block -> (Options, its interval, its send_meta).  ConfigError names the option."""
     opts = Options()
-    interval = None
-    send_meta = False
     for child in node.children:
         key = child.key.lower()
         if key == "match":
@@ -77,10 +139,10 @@ def parse_config(node):
         elif key == "ignorevalue":
             opts.ignore_values.extend(_strings(child))
         elif key == "interval":
-            interval = _number(child)
+            opts.interval = _number(child)
         elif key == "sendmeta":
-            send_meta = _bool(child)
-        elif key == "collectonexit":      # issue 6: read by plugin.Instance
+            opts.send_meta = _bool(child)
+        elif key == "collectonexit":
             opts.collect_on_exit = _bool(child)
         elif key == "keepfilesopen":
             opts.keep_files = _auto_or_bool(child)
@@ -90,4 +152,4 @@ def parse_config(node):
         opts.validate()
     except ValueError as e:
         raise ConfigError(str(e))
-    return opts, interval, send_meta
+    return opts, opts.interval, opts.send_meta

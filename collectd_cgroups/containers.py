@@ -14,6 +14,7 @@ import re
 import time
 
 from . import fs
+from .root import HostRoot
 from .identifiers import sha1
 
 # Basenames of container cgroups in the layouts of the runtimes we know.  One
@@ -30,6 +31,10 @@ _BASENAME = re.compile(
 _HEX_ID = re.compile(r"^[0-9a-f]{12,}$")
 _KUBE_POD = re.compile(r"^pod[0-9a-f_-]+$")
 _SYSTEMD_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
+
+# Where the runtimes keep their state by default (DockerDataRoot, ContainersStorage).
+DOCKER_ROOT = "/var/lib/docker"
+STORAGE_ROOT = "/var/lib/containers/storage"
 
 RUNTIMES = ("docker", "podman", "lxc", "k8s", "containerd", "crio", "nspawn")
 
@@ -202,9 +207,9 @@ class NameResolver(object):
     after ``retry`` seconds; until then the short id stands in.
     """
 
-    def __init__(self, root_prefix="", docker_root="/var/lib/docker",
-                 storage_root="/var/lib/containers/storage", retry=30.0, clock=time.monotonic):
-        self.prefix = root_prefix
+    def __init__(self, root="/", docker_root=DOCKER_ROOT,
+                 storage_root=STORAGE_ROOT, retry=30.0, clock=time.monotonic):
+        self.root = HostRoot(root)
         self.docker_root = docker_root
         self.storage_root = storage_root
         self.retry = retry
@@ -235,7 +240,7 @@ class NameResolver(object):
                 del self._cache[key]
 
     def _docker_name(self, cid):
-        path = "%s%s/containers/%s/config.v2.json" % (self.prefix, self.docker_root, cid)
+        path = self.root.join("%s/containers/%s/config.v2.json" % (self.docker_root, cid))
         try:
             name = json.loads(fs.read_bytes(path)).get("Name")
         except (OSError, ValueError, AttributeError):
@@ -243,7 +248,7 @@ class NameResolver(object):
         return name.lstrip("/") if isinstance(name, str) and name.strip("/") else None
 
     def _storage_files(self):
-        base = self.prefix + self.storage_root
+        base = self.root.join(self.storage_root)
         try:
             return [os.path.join(base, d, "containers.json") for d in sorted(os.listdir(base))
                     if d.endswith("-containers")]
@@ -283,9 +288,9 @@ def compile_patterns(patterns, option):
     return out
 
 
-def cgroups_of_pid(pid, root_prefix=""):
+def cgroups_of_pid(pid, root="/"):
     """Cgroup paths of a process, from /proc/<pid>/cgroup."""
-    text = fs.read_text("%s/proc/%d/cgroup" % (root_prefix, pid))
+    text = fs.read_text(HostRoot(root).proc(pid, "cgroup"))
     paths = []
     for line in text.splitlines():
         parts = line.split(":", 2)

@@ -15,6 +15,7 @@ import re
 import time
 
 from . import fs, identifiers
+from .root import HostRoot
 
 MAX_NAME = 64          # leaves room for "discard-" and friends within collectd's 127
 _MAJMIN = re.compile(r"^[0-9]+:[0-9]+$")
@@ -25,8 +26,8 @@ def fallback(majmin):
 
 
 class DeviceNames(object):
-    def __init__(self, prefix="", clock=time.monotonic, ttl=300.0, retry=30.0, capacity=4096):
-        self.prefix = "" if prefix in ("", "/") else prefix.rstrip("/")
+    def __init__(self, root="/", clock=time.monotonic, ttl=300.0, retry=30.0, capacity=4096):
+        self.root = HostRoot(root)
         self.clock = clock
         self.ttl = ttl
         self.retry = retry
@@ -54,7 +55,7 @@ class DeviceNames(object):
         if not _MAJMIN.match(majmin):
             return None
         self.lookups += 1
-        base = "%s/sys/dev/block/%s/" % (self.prefix, majmin)
+        base = self.root.sys("dev", "block", majmin) + "/"
         try:
             uevent = fs.read_text(base + "uevent")
         except OSError:

@@ -14,6 +14,7 @@ import os
 import re
 
 from . import fs
+from .root import HostRoot
 
 # Controllers whose files the plugin reads, and the cgroup2 name of each.
 V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids", "blkio")
@@ -169,11 +170,11 @@ class Hierarchies(object):
 
 def load(root="/"):
     """Read the hierarchies of the system under ``root``."""
-    prefix = "" if root in ("", "/") else root.rstrip("/")
-    mountinfo = fs.read_text(prefix + "/proc/self/mountinfo")
-    mounts = parse_mountinfo(mountinfo, prefix)
+    root = HostRoot(root)
+    mountinfo = fs.read_text(root.proc("self", "mountinfo"))
+    mounts = parse_mountinfo(mountinfo, root.prefix)
     try:
-        known = parse_proc_cgroups(fs.read_text(prefix + "/proc/cgroups"))
+        known = parse_proc_cgroups(fs.read_text(root.proc("cgroups")))
     except OSError:
         known = {}
     v2_controllers = ()

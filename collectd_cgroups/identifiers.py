@@ -84,3 +84,103 @@ def plugin_instance(container, fmt=DEFAULT_INSTANCE_FORMAT):
 
 def data_sources(type_):
     return TYPES[type_]
+
+
+class Naming(object):
+    """The one owner of plugin_instances: formats them (``InstanceFormat``), keeps them apart within a
+    pass, and remembers what each container was called, so that its final figures (CollectOnExit) go out
+    under the identifier of its live values.
+
+    A container keeps the instance it had as long as it is found under the same name: a new container
+    whose formatted instance another live container holds gets ``<instance>-<short id>`` (and
+    ``-<short id>-<n>`` after that), whatever order the next passes find them in.
+
+    Passes (:meth:`begin_pass`, :meth:`name`, :meth:`end_pass`) run on one thread; :meth:`instance_of`
+    may be called from another (the exit watcher): it only reads dictionaries, which passes update item
+    by item or replace whole.
+    """
+
+    def __init__(self, fmt=DEFAULT_INSTANCE_FORMAT, warn_once=None):
+        check_instance_format(fmt)
+        self.fmt = fmt
+        self.warn_once = warn_once
+        self._given = {}        # (container key, inode) -> (name, instance)
+        self._holder = {}       # instance -> key of the container holding it (a restart keeps it)
+        self._taken = set()     # instances given in this pass
+
+    def begin_pass(self):
+        self._taken = set()
+
+    def name(self, container):
+        """The plugin_instance of ``container`` in this pass."""
+        me = (container.key, container.inode)
+        given = self._given.get(me)
+        if given is not None and given[0] == container.name and given[1] not in self._taken:
+            instance = given[1]
+        else:
+            instance = self._unique(container, self._taken)
+            self._given[me] = (container.name, instance)
+            self._holder[instance] = container.key
+        self._taken.add(instance)
+        return instance
+
+    def end_pass(self, containers):
+        """Forget the containers not found in this pass (``containers``: every container discovered)."""
+        if len(self._given) > len(containers):
+            live = set((c.key, c.inode) for c in containers)
+            self._given = dict((k, v) for k, v in self._given.items() if k in live)
+            self._holder = dict((v[1], k[0]) for k, v in self._given.items())
+
+    def instance_of(self, container):
+        """The instance ``container``'s values went out under; for one never named yet, the one a pass
+        would give it now."""
+        me = (container.key, container.inode)
+        given = self._given.get(me)
+        if given is not None:
+            return given[1]
+        return self._unique(container, set(self._holder), log=False)
+
+    def _unique(self, container, taken, log=True):
+        instance = plugin_instance(container, self.fmt)
+        holder = self._holder.get(instance)
+        if instance not in taken and (holder is None or holder == container.key):
+            return instance
+        unique = sanitize("%s-%s" % (instance, container.short_id))
+        n = 2
+        while unique in taken or self._holder.get(unique, container.key) != container.key:   # Match ids are paths: they collide too
+            unique = sanitize("%s-%s-%d" % (instance, container.short_id, n))
+            n += 1
+        if log and self.warn_once is not None:
+            self.warn_once((container.key, "dup"), "%s: identifier %s already taken, using %s"
+                           % (container.cgroup, instance, unique))
+        return unique
+
+
+def meta_groups(samples, peers, meta):
+    """A container's value lists grouped by the meta data each carries: ``[(meta, samples)]``.
+
+    Every value carries ``meta``; an interface value whose veth's host end is known (``peers``:
+    {type_instance: host interface}) carries ``meta`` plus :data:`HOST_INTERFACE_META`.  Without peers
+    that is one group, the samples themselves (nothing is copied: this runs for every value of a pass).
+    The plugin, the CLI's JSON and the final figures all dispatch through it."""
+    if not peers:
+        return [(meta, samples)]
+    groups = []
+    with_peer = {}
+    current, run = meta, []
+    for sample in samples:
+        wanted = meta
+        if sample[0].startswith("if_"):
+            peer = peers.get(sample[1])
+            if peer:
+                wanted = with_peer.get(peer)
+                if wanted is None:
+                    wanted = with_peer[peer] = dict(meta, **{HOST_INTERFACE_META: peer})
+        if wanted is not current:
+            if run:
+                groups.append((current, run))
+            current, run = wanted, []
+        run.append(sample)
+    if run:
+        groups.append((current, run))
+    return groups

@@ -293,8 +293,7 @@ def pid_in_cgroup(pid, cgroup, proc_root="/proc"):
     try:
         text = fs.read_bytes("%s/%d/cgroup" % (proc_root, pid))
     except OSError as e:
-        if e.errno in fs.GONE_ERRNOS:
-            raise fs.Gone("%s/%d" % (proc_root, pid))
+        fs.raise_if_gone(e, "%s/%d" % (proc_root, pid))
         raise
     want = cgroup.rstrip("/").encode("utf-8", "surrogateescape")
     under = want + b"/"
@@ -335,8 +334,7 @@ def open_netns(pid, cgroup, proc_root="/proc", use_pidfd=None):
         try:
             pidfd = os.pidfd_open(pid)
         except OSError as e:
-            if e.errno == errno.ESRCH:
-                raise fs.Gone(path)
+            fs.raise_if_gone(e, path)
             if e.errno != errno.ENOSYS:
                 raise NamespaceError(e.errno, "pidfd_open: %s" % os.strerror(e.errno), path) from None
     try:
@@ -345,16 +343,14 @@ def open_netns(pid, cgroup, proc_root="/proc", use_pidfd=None):
             try:
                 fd = _ns_from_pidfd(pidfd)
             except OSError as e:
-                if e.errno == errno.ESRCH:
-                    raise fs.Gone(path)
+                fs.raise_if_gone(e, path)
                 raise NamespaceError(e.errno, "PIDFD_GET_NET_NAMESPACE: %s" % os.strerror(e.errno), path) \
                     from None
         if fd is None:
             try:
                 fd = os.open(path, _FLAGS)
             except OSError as e:
-                if e.errno in fs.GONE_ERRNOS:
-                    raise fs.Gone(path)
+                fs.raise_if_gone(e, path)
                 raise NamespaceError(e.errno, os.strerror(e.errno), path) from None
         handle = NsHandle(fd, path)
         try:

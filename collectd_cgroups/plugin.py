@@ -40,10 +40,11 @@ def _log(fn):
 class Instance(object):
     """One <Module> block: a collector and a reusable collectd.Values."""
 
-    def __init__(self, options, interval=None, send_meta=False):
+    def __init__(self, options, interval=None, send_meta=None):
         self.collector = Collector(options, warn=_log(collectd.warning), info=_log(collectd.info))
-        self.interval = interval
-        self.send_meta = send_meta
+        self.interval = interval if interval is not None else options.interval
+        self.send_meta = send_meta if send_meta is not None else options.send_meta
+        interval = self.interval
         self.values = collectd.Values(plugin=identifiers.PLUGIN)
         if interval:
             self.values.interval = interval
@@ -56,10 +57,12 @@ class Instance(object):
         # CollectOnExit (issue 6): a watcher thread with a collector of its own places sentinels and
         # dispatches each exited container's final figures from that thread (collectd.Values is thread-safe).
         self.watcher = None
-        if getattr(options, "collect_on_exit", False):
+        if options.collect_on_exit:
             from . import sentinel      # imported only here: subprocess and shutil cost collectd ~1 MiB
+            # Its own collector (another thread), sharing the naming: finals go out under the live names.
             self.watcher = sentinel.Watcher(
-                Collector(options, warn=_log(collectd.warning), info=_log(collectd.info)),
+                Collector(options, warn=_log(collectd.warning), info=_log(collectd.info),
+                          naming=self.collector.naming),
                 on_final=self.dispatch_final, warn=_log(collectd.warning), info=_log(collectd.info),
                 state_file=sentinel.STATE_FILE).start()
 
@@ -68,12 +71,14 @@ class Instance(object):
         v = collectd.Values(plugin=identifiers.PLUGIN, plugin_instance=final.instance)
         if self.interval:
             v.interval = self.interval
-        v.meta = dict(final.container.meta() if self.send_meta else {}, final=True)
-        for type_, type_instance, values in final.value_lists():
-            v.type = type_
-            v.type_instance = type_instance
-            v.values = values
-            v.dispatch()
+        meta = dict(final.container.meta() if self.send_meta else {}, final=True)
+        for group_meta, samples in identifiers.meta_groups(final.value_lists(), final.peers, meta):
+            v.meta = group_meta
+            for type_, type_instance, values in samples:
+                v.type = type_
+                v.type_instance = type_instance
+                v.values = values
+                v.dispatch()
 
     def _queue(self, item):
         """The collector's sink: one container's values, dispatched with the next batch."""
@@ -99,30 +104,18 @@ class Instance(object):
         v = self.values
         v.plugin_instance = item.instance
         meta = item.container.meta() if self.send_meta else self._empty_meta
-        if v.meta is not meta:
-            v.meta = meta
-        peers = item.peers
-        with_peer = {}
         last_type = self._last_type
         try:
-            for type_, type_instance, values in item.samples:
-                if peers:
-                    # Interface values carry the host end of their veth pair.
-                    peer = peers.get(type_instance) if type_instance in peers and type_.startswith("if_") \
-                        else None
-                    if peer:
-                        wanted = with_peer.get(peer)
-                        if wanted is None:
-                            wanted = with_peer[peer] = dict(meta, **{identifiers.HOST_INTERFACE_META: peer})
-                    else:
-                        wanted = meta
-                    if v.meta is not wanted:
-                        v.meta = wanted
-                if type_ is not last_type:
-                    v.type = last_type = type_
-                v.type_instance = type_instance
-                v.values = values
-                v.dispatch()
+            # Interface values carry the host end of their veth pair in their meta (identifiers.meta_groups).
+            for group_meta, samples in identifiers.meta_groups(item.samples, item.peers, meta):
+                if v.meta is not group_meta:
+                    v.meta = group_meta
+                for type_, type_instance, values in samples:
+                    if type_ is not last_type:
+                        v.type = last_type = type_
+                    v.type_instance = type_instance
+                    v.values = values
+                    v.dispatch()
         finally:
             self._last_type = last_type
 
@@ -177,8 +170,8 @@ def configure(node):
 
 def init():
     blocks = _config_blocks or [(Options(), None, False)]
-    for n, (opts, interval, send_meta) in enumerate(blocks):
-        instance = Instance(opts, interval, send_meta)
+    for n, (opts, interval, _) in enumerate(blocks):
+        instance = Instance(opts)
         _instances.append(instance)
         name = NAME if n == 0 else "%s-%d" % (NAME, n)
         if interval:

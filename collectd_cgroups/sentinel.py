@@ -42,14 +42,13 @@ import subprocess
 import threading
 import time
 
-from . import containers, fs, identifiers, netns, network
+from . import containers, fs, netns, network
 
 MARK = "CCG_SENTINEL"
 POLL_INTERVAL = 0.5         # seconds between two looks at each container's cgroup.procs
 DISCOVER_INTERVAL = 1.0     # seconds between two discoveries of new containers
 READY_TIMEOUT = 2.0         # seconds a new sentinel may take to enter the container's network namespace
 KEEP_RECENT = 100           # finals kept for the CLI
-FORBIDDEN = "process_api"   # the machine's own cgroup: never touched
 STATE_FILE = "/run/collectd-cgroups/exited.json"
 
 # Lifetime totals added to the final figures (all GAUGE, absolute values; see README "Final figures on exit").
@@ -68,18 +67,30 @@ def sentinel_argv(netns_fd=None):
     return argv + [_tool("sleep"), "infinity"]
 
 
-def _safe(path):
-    if not path.startswith("/") or FORBIDDEN in path.split("/"):
-        raise ValueError("refusing cgroup path %r" % path)
-    return path
+def _safe(path, allowed):
+    """``path``, when it is one of the directories in ``allowed`` or below one (with no ``..``): the
+    watcher writes and removes only where discovery reported a container (and, to move its sentinel
+    out, in the hierarchies' top directories)."""
+    parts = path.split("/")
+    if path.startswith("/") and ".." not in parts and "." not in parts[1:]:
+        for top in allowed:
+            if path == top or path.startswith(top + "/"):
+                return path
+    raise ValueError("refusing cgroup path %r: not a container directory discovery reported" % path)
 
 
-def _write_pid(directory, pid):
-    fd = os.open(_safe(directory) + "/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+def _write_pid(directory, pid, allowed):
+    """Move ``pid`` into the cgroup ``directory`` (one of ``allowed``).  fs.Gone when it vanished."""
+    path = _safe(directory, allowed) + "/cgroup.procs"
     try:
-        os.write(fd, b"%d" % pid)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"%d" % pid)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        fs.raise_if_gone(e, directory)
+        raise
 
 
 def is_sentinel(pid, proc_root="/proc"):
@@ -91,10 +102,11 @@ def is_sentinel(pid, proc_root="/proc"):
     return (b"\0" + env).find(b"\0" + MARK.encode() + b"=") >= 0
 
 
-def rmdir_tree(directory, timeout=1.0):
-    """rmdir ``directory`` and the directories below it, children first, retrying EBUSY briefly
-    (exiting tasks leave a cgroup a moment after they are gone).  True when it is gone."""
-    _safe(directory)
+def rmdir_tree(directory, allowed, timeout=1.0):
+    """rmdir ``directory`` (below one of ``allowed``) and the directories below it, children first,
+    retrying EBUSY briefly (exiting tasks leave a cgroup a moment after they are gone).  True when it
+    is gone."""
+    _safe(directory, allowed)
     try:
         with os.scandir(directory) as entries:
             subdirs = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
@@ -103,8 +115,7 @@ def rmdir_tree(directory, timeout=1.0):
     except OSError:
         subdirs = []
     for name in subdirs:
-        if name != FORBIDDEN:
-            rmdir_tree(directory + "/" + name, timeout)
+        rmdir_tree(directory + "/" + name, allowed, timeout)
     deadline = time.monotonic() + timeout
     pause = 0.005
     while True:
@@ -290,7 +301,7 @@ class Watcher(object):
         self.poll_interval = poll_interval
         self.discover_interval = discover_interval
         self.state_file = state_file
-        self.proc_root = collector.prefix + "/proc"
+        self.proc_root = collector.root.proc()
         self.network = "network" in collector.options.groups
         self.sentinels = {}                 # (container key, inode) -> Sentinel
         self.skip = collections.OrderedDict()   # (key, inode) done or lost: no new sentinel
@@ -461,10 +472,10 @@ class Watcher(object):
             unified = hier.unified.path if hier.unified is not None else None
             for root, directory in c.dirs.items():
                 try:
-                    _write_pid(directory, s.pid)
-                except OSError as e:
-                    if e.errno in (errno.ENOENT, errno.ENODEV):
-                        raise fs.Gone(directory)        # exited before we got there
+                    _write_pid(directory, s.pid, c.dirs.values())
+                except fs.Gone:
+                    raise                               # exited before we got there
+                except OSError:
                     if root == unified and hier.mode == "hybrid":
                         continue                       # a controller-less v2 mount: not needed to stay
                     raise
@@ -488,8 +499,8 @@ class Watcher(object):
             return
         for root, directory in new:
             try:
-                _write_pid(directory, s.pid)
-            except OSError:
+                _write_pid(directory, s.pid, c.dirs.values())
+            except (OSError, fs.Gone):
                 continue        # gone meanwhile, or a controller-less v2 mount: as in place()
             s.joined.append((root, directory))
         s.container.dirs = dict(s.container.dirs, **c.dirs)
@@ -539,22 +550,12 @@ class Watcher(object):
     def read_final(self, s):
         c = s.container
         col = self.collector
-        col._selected.clear()   # readers with select_v1 look at their hierarchy again
         # Only the directories the sentinel holds are sure to exist: the runtime may have removed the others.
         held = containers.Container(c.runtime, c.id, c.name, c.cgroup, c.inode)
         held.dirs = dict(s.joined)
-        samples = col.read(held)
-        peers = None
-        if col.network is not None and s.netns:
-            net = col.network.begin()
-            try:
-                res = net.read(c.key, s.pid, c.cgroup)
-            finally:
-                net.close()
-            if res is not None:
-                samples.extend(res.samples)
-                peers = res.peers or None
-        instance = identifiers.plugin_instance(c, col.options.instance_format)
+        samples, peers = col.read_final(held, s.pid if s.netns else None)
+        # The name its live values had (the naming is the read callback's), not one made up again.
+        instance = col.naming.instance_of(c)
         # The totals come from every figure; IgnoreValue applies to what is dispatched.
         return Final(c, instance, col.select_values(samples), peers, col.select_values(lifetime_totals(samples)),
                      time.time(), s.started)
@@ -565,16 +566,18 @@ class Watcher(object):
         if s.released:
             return None
         s.released = True
-        for root, _ in s.joined:
+        roots = [root for root, _ in s.joined]
+        for root in roots:
             try:
-                _write_pid(root, s.pid)
-            except OSError:
+                _write_pid(root, s.pid, roots)
+            except (OSError, fs.Gone):
                 pass    # gone already (ESRCH), or the root refuses: killing it below frees the cgroup anyway
         removed = None
         if remove:
             removed = True
-            for directory in set(s.container.dirs.values()):
-                if not rmdir_tree(directory):
+            dirs = set(s.container.dirs.values())
+            for directory in dirs:
+                if not rmdir_tree(directory, dirs):
                     removed = False
         s.kill_and_reap()
         return removed

@@ -14,7 +14,9 @@ trap 'rm -rf "$stage"' EXIT
 pkgdir=$stage/usr/lib/python3/dist-packages/collectd_cgroups
 mkdir -p "$pkgdir" "$stage/usr/bin" "$stage/DEBIAN" \
          "$stage/usr/share/doc/collectd-cgroups/examples"
-(cd "$src" && find collectd_cgroups -name '*.py' ! -name 'synthetic.py' ! -name 'demo.py') | while read -r f; do
+# The collectd_cgroups package whole (its .py files, no bytecode), and nothing else of the checkout:
+# the lab (ccg_lab/) and the tests (tests/) are not installed.
+(cd "$src" && find collectd_cgroups -name '*.py' ! -path '*/__pycache__/*') | while read -r f; do
     mkdir -p "$stage/usr/lib/python3/dist-packages/$(dirname "$f")"
     install -m 0644 "$src/$f" "$stage/usr/lib/python3/dist-packages/$f"
 done

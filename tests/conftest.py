@@ -1,5 +1,6 @@
-"""Suite-wide guards: the suite runs as root on a real kernel, and leaves nothing behind.  Also the
-``lab`` fixture the network test modules share."""
+"""Suite-wide guard: the suite leaves no test cgroups behind.  Also the ``lab`` fixture the network test
+modules (tests/kernel/) share.  Which tiers need root: tests/kernel/conftest.py, tests/e2e/conftest.py
+(tests/support/tiers.py); tests/unit needs none."""
 
 import glob
 import os
@@ -8,11 +9,6 @@ import pytest
 
 # Prefixes test cgroups are created under (each test adds its own random part).
 TEST_PREFIXES = ("ccg-", "collectd-cgroups-demo")
-
-
-def pytest_sessionstart(session):
-    if os.geteuid() != 0:
-        raise pytest.UsageError("the suite creates real cgroups and runs collectd: run it as root (make test)")
 
 
 def _leftover_cgroups():
@@ -32,10 +28,10 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture
 def lab():
-    """test_network's lab (netnsutil.NetLab): a host namespace and "containers" (sleep processes in cgroups
-    of ours), all removed in teardown.  Used by test_netns.py, test_network.py and
-    test_network_integration.py."""
-    from netnsutil import NetLab     # here, not at the top: the rest of the suite (and the v2 guest) skips it
+    """The network tests' lab (tests.support.netnsutil.NetLab): a host namespace and "containers" (sleep
+    processes in cgroups of ours), all removed in teardown.  Used by tests/kernel/: test_netns.py,
+    test_network.py and test_network_integration.py."""
+    from tests.support.netnsutil import NetLab   # here, not at the top: the rest of the suite skips it
     lab = NetLab()
     try:
         yield lab

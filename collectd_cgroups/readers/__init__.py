@@ -1,22 +1,7 @@
-"""Metric readers, one module per controller.
+"""Metric readers, one module per controller, each a :class:`base.Reader` (the protocol: which
+hierarchy and files, and pure parsers from file contents to samples; the pass does all I/O)."""
 
-A reader names the hierarchy it reads (``controller``), the files it needs on
-a v1 and on a v2 hierarchy (``files_v1`` / ``files_v2``), and turns their
-contents into samples with ``parse_v1`` / ``parse_v2``: pure functions from
-``{file name: bytes or None}`` to a list of ``(type, type_instance, values)``.
-Lines or fields they cannot use go to the ``bad`` list for the caller to log.
-The collector does all I/O.
-
-Two optional refinements, both used by the block I/O reader:
-
-* an entry of ``files_v1``/``files_v2`` may be a tuple of alternatives: the
-  first one the cgroup has is read, the others not (``X_recursive``, ``X``);
-* a reader with ``probe_v1`` and ``select_v1(probe, notes)`` chooses its v1
-  files once per pass from the hierarchy's top directory: the collector reads
-  the ``probe_v1`` files there and reads in each container what ``select_v1``
-  returns (``notes`` are logged once).
-"""
-
+from .base import Reader  # noqa: F401 (the protocol)
 from .blkio import Blkio
 from .cpu import CpuThrottling, CpuUsage
 from .memory import Memory

@@ -37,6 +37,8 @@ kernel's name, or ``MAJ_MIN``.
 
 import re
 
+from .base import Reader
+
 READ, WRITE, DISCARD = 0, 1, 2
 _OPS = {b"Read": READ, b"Write": WRITE, b"Discard": DISCARD}
 _SUMS = frozenset((b"Sync", b"Async", b"Total"))
@@ -173,7 +175,7 @@ def _device_order(majmin):
     return int(major), int(minor)
 
 
-class Blkio(object):
+class Blkio(Reader):
     group = "blkio"
     controller = "blkio"
     probe_v1 = tuple(g.probe for g in GENERATIONS)

@@ -8,6 +8,7 @@ milliseconds (``total_time_in_ms``).
 import os
 
 from . import formats
+from .base import Reader
 
 try:
     CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -29,7 +30,7 @@ def _throttling(stat, periods, throttled, throttled_ms):
     return out
 
 
-class CpuUsage(object):
+class CpuUsage(Reader):
     """v1: cpuacct.stat (USER_HZ ticks), cpuacct.usage (ns), cpuacct.usage_percpu (ns).
     v2: cpu.stat (usec), which also carries the throttling figures."""
 
@@ -72,14 +73,13 @@ class CpuUsage(object):
         return out + _throttling(stat, "nr_periods", "nr_throttled", throttled_ms)
 
 
-class CpuThrottling(object):
+class CpuThrottling(Reader):
     """v1 cpu controller's cpu.stat (throttled_time in ns).  On v2 the same
     figures come with CpuUsage's cpu.stat, so nothing is read twice."""
 
     group = "cpu"
     controller = "cpu"
     files_v1 = ("cpu.stat",)
-    files_v2 = ()
 
     def parse_v1(self, data, bad):
         stat = data.get("cpu.stat")
@@ -88,6 +88,3 @@ class CpuThrottling(object):
         stat = formats.flat_keyed(stat, bad)
         throttled_ms = stat["throttled_time"] // 10 ** 6 if "throttled_time" in stat else None
         return _throttling(stat, "nr_periods", "nr_throttled", throttled_ms)
-
-    def parse_v2(self, data, bad):
-        return []

@@ -9,6 +9,7 @@ A limit that means "no limit" is not dispatched.
 import re
 
 from . import formats
+from .base import Reader
 
 # The kernel's "no limit" on v1 is LONG_MAX rounded down to a page
 # (9223372036854771712 with 4 KiB pages); anything this large is no limit.
@@ -65,7 +66,7 @@ def v1_hierarchical_view(stat):
     return view
 
 
-class Memory(object):
+class Memory(Reader):
     group = "memory"
     controller = "memory"
     files_v1 = ("memory.stat", "memory.usage_in_bytes", "memory.max_usage_in_bytes", "memory.failcnt")

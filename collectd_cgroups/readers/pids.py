@@ -1,9 +1,10 @@
 """Number of tasks (processes and threads) and the tasks limit."""
 
 from . import formats
+from .base import Reader
 
 
-class Pids(object):
+class Pids(Reader):
     group = "pids"
     controller = "pids"
     files_v1 = files_v2 = ("pids.current", "pids.max")

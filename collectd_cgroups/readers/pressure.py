@@ -5,6 +5,7 @@ thousandths of wall time some (or all) tasks were stalled."""
 import re
 
 from . import formats
+from .base import Reader
 
 RESOURCES = ("cpu", "memory", "io")
 
@@ -13,15 +14,11 @@ _AVGS = rb" avg10=[0-9.]+ avg60=[0-9.]+ avg300=[0-9.]+ total=([0-9]+)\n"
 _PLAIN = re.compile(rb"some" + _AVGS + rb"(?:full" + _AVGS + rb")?\Z")
 
 
-class Pressure(object):
+class Pressure(Reader):
     group = "pressure"
     controller = "unified"   # always read from the cgroup2 mount, on hybrid hosts too
-    files_v1 = ()
     files_v2 = tuple(r + ".pressure" for r in RESOURCES)
     _names = dict((r, ("pressure_%s_full" % r, "pressure_%s_some" % r)) for r in RESOURCES)
-
-    def parse_v1(self, data, bad):
-        return []
 
     def parse_v2(self, data, bad):
         out = []

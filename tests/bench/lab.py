@@ -3,7 +3,7 @@
 ``BenchLab(workdir)`` owns:
 
 - a cgroup prefix ``ccgbench-<hex>`` in every v1 hierarchy the plugin reads and in the cgroup2 mount
-  (``collectd_cgroups.synthetic.CgroupTree``: absolute paths from each hierarchy root, never under
+  (``ccg_lab.synthetic.CgroupTree``: absolute paths from each hierarchy root, never under
   ``process_api``; the prefix does not start with ``ccg-`` so that a test suite running at the same time
   does not take it for its own leftovers);
 - a network namespace ``ccgbench-<hex>-h`` that plays the host: the host end of every veth lives there,
@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import time
 
-from collectd_cgroups.synthetic import UNIFIED, CgroupTree, check_path
+from ccg_lab.synthetic import UNIFIED, CgroupTree, check_path
 
 
 def run(*argv, **kw):

@@ -70,8 +70,14 @@ def _src(argv):
 
 
 SRC = _src(sys.argv[1:])        # the checkout whose collectd_cgroups is measured
+CHECKOUT = os.path.dirname(os.path.dirname(HERE))      # the benchmark's own checkout: its lab
+# A script measuring other checkouts sets sys.path itself (and imports nothing from tests/ but its lab.py):
+# collectd_cgroups from SRC, imported before this checkout joins the path so that it stays SRC's (its
+# submodules follow the package), then ccg_lab (the lab's synthetic containers) from this checkout.
 sys.path.insert(0, HERE)
 sys.path.insert(1, SRC)
+import collectd_cgroups  # noqa: E402,F401
+sys.path.insert(1, CHECKOUT)
 
 from lab import BenchLab, cleanup_stale  # noqa: E402
 

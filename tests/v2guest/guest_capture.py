@@ -1,7 +1,7 @@
 """Capture the world's real cgroup v2 files into the report folder (runs inside the v2 guest).
 
-tests/capture.py copies both containers (and what names them) into /report/captured; the host
-compares that tree with tests/fixtures/v2-guest-captured (test_v2_guest.py), and
+tests/support/capture.py copies both containers (and what names them) into /report/captured; the host
+compares that tree with tests/fixtures/v2-guest-captured (tests/e2e/test_v2_guest.py), and
 ``run.py --capture-fixture`` makes it the committed fixture.  CAPTURE.json records what the
 processes and the test did, for the fixture's tests to compare against.
 """
@@ -9,10 +9,10 @@ processes and the test did, for the fixture's tests to compare against.
 import json
 import os
 
-from capture import capture
+from tests.support.capture import capture
 
-from v2guest import guest_sources as src
-from v2guest.guest_world import (BOX_LIMIT, BOX_TOUCH_MIB, DIRECT_MIB, DOCKER_BURN, DOCKER_CORES,
+from tests.v2guest import guest_sources as src
+from tests.v2guest.guest_world import (BOX_LIMIT, BOX_TOUCH_MIB, DIRECT_MIB, DOCKER_BURN, DOCKER_CORES,
                                  DOCKER_HIGH, DOCKER_PIDS_MAX, PODMAN_BURN, REPORT)
 
 DEST = os.path.join(REPORT, "captured")

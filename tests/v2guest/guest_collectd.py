@@ -2,7 +2,7 @@
 
 The host's Debian collectd (/usr/sbin/collectd, its python plugin and libpython3.11, shared into
 the guest read-only) loads the plugin from this checkout through the drop-in block
-(tests/collectd_harness.py), with unixsock and csv (StoreRates false: counters stay raw).  What
+(tests/support/collectd_harness.py), with unixsock and csv (StoreRates false: counters stay raw).  What
 it stores is read back and compared with an in-process pass and with the kernel's files.
 """
 
@@ -11,10 +11,10 @@ import tempfile
 
 import pytest
 
-from collectd_harness import Collectd, identifier
+from tests.support.collectd_harness import Collectd, identifier
 
-from v2guest import guest_sources as src
-from v2guest.guest_world import BOX_LIMIT, DOCKER_HIGH, DOCKER_PIDS_MAX
+from tests.v2guest import guest_sources as src
+from tests.v2guest.guest_world import BOX_LIMIT, DOCKER_HIGH, DOCKER_PIDS_MAX
 
 from collectd_cgroups.collector import Collector, Options
 

@@ -14,8 +14,8 @@ import tempfile
 
 import pytest
 
-from v2guest import guest_sources as src
-from v2guest.guest_world import (BOX_LIMIT, BOX_TOUCH_MIB, CG, CLK_TCK, DIRECT_MIB, DOCKER_BURN, DOCKER_HIGH,
+from tests.v2guest import guest_sources as src
+from tests.v2guest.guest_world import (BOX_LIMIT, BOX_TOUCH_MIB, CG, CLK_TCK, DIRECT_MIB, DOCKER_BURN, DOCKER_HIGH,
                                  DOCKER_PIDS_MAX, PODMAN_BURN, MiB, REPORT)
 
 from collectd_cgroups import __main__ as cli

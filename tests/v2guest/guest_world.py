@@ -5,7 +5,7 @@ tests/v2guest/conftest.py keeps the host's pytest away from the guest_*.py files
 20-40x slower there (TCG), so the world is made once for the session and every test reads it.
 
 - ``/ccg-v2g-<hex>/box``, a user-``Match``ed cgroup, ``memory.max`` 96 MiB, holding: a
-  synthetic workload (collectd_cgroups.synthetic) that burnt CPU, touched 24 MiB and forked 2
+  synthetic workload (ccg_lab.synthetic) that burnt CPU, touched 24 MiB and forked 2
   children; an I/O worker that wrote 4 MiB with O_DIRECT (and read them back), then 8 MiB
   buffered + fsync, to an ext4 file system on the scratch disk, and exited; a hog that allocated
   past ``memory.max`` and was OOM-killed.
@@ -36,12 +36,8 @@ import time
 
 import pytest
 
-TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if TESTS not in sys.path:
-    sys.path.insert(0, TESTS)
-
-from capture import docker_config_v2  # noqa: E402  (tests/capture.py)
-from collectd_cgroups.synthetic import CgroupTree  # noqa: E402
+from ccg_lab.synthetic import CgroupTree
+from tests.support.capture import docker_config_v2
 
 MiB = 1 << 20
 CG = "/sys/fs/cgroup"

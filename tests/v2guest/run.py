@@ -37,8 +37,9 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-from v2guest import build  # noqa: E402  (also when run as a script)
+if not __package__:     # run as a script (python3 tests/v2guest/run.py): `tests` imports from the checkout's root
+    sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+from tests.v2guest import build  # noqa: E402
 
 CHECKOUT = build.CHECKOUT
 GUEST_PYTHON = os.path.join(CHECKOUT, ".venv", "bin", "python")
@@ -233,7 +234,7 @@ Not hand-written: `python3 tests/v2guest/run.py --capture-fixture` booted the v2
 (tests/v2guest/README.md; Debian's `{package}` {version}, kernel {kernel}, booted with
 `cgroup_no_v1=all`, cgroup2 mounted with `nsdelegate,memory_recursiveprot`, every controller
 enabled), built the world of tests/v2guest/guest_world.py and copied its four containers with
-tests/capture.py (every readable file of each cgroup directory, the cgroup lines of mountinfo,
+tests/support/capture.py (every readable file of each cgroup directory, the cgroup lines of mountinfo,
 /proc/cgroups, /proc/<pid>/cgroup of two of their processes, Docker's config.v2.json) plus the
 `uevent` of the block device in their io.stat (it names the device).  CAPTURE.json records what
 the processes and the test did.
@@ -245,8 +246,8 @@ the processes and the test did.
 | `{podman}` | podman with crun's layout: the payload runs in the scope's child `container` (not captured: the plugin reads the scope) | `{podman_instance}` |
 | `{bare}` | `Match`ed, under a parent that enables no controller: cpu.stat usage figures and *.pressure only | `cgroup-plain` |
 
-tests/test_v2_guest_fixture.py runs the plugin over this tree (`--root`) and checks it against the
-files and against the field sets of the hand-written tests/fixtures/v2-pure; tests/test_v2_guest.py
+tests/unit/test_v2_guest_fixture.py runs the plugin over this tree (`--root`) and checks it against the
+files and against the field sets of the hand-written tests/fixtures/v2-pure; tests/e2e/test_v2_guest.py
 compares each fresh capture of `make test` with this one.  Refresh it with the command above when
 the Debian kernel moves to another series.
 """

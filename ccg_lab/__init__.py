@@ -1,0 +1,10 @@
+"""ccg_lab: test and demo support for collectd-cgroups, not installed (not in the wheel, not in the .deb).
+
+- :mod:`ccg_lab.synthetic`: synthetic containers (cgroups with real processes in them) for the tests,
+  the benchmark (tests/bench/) and the demo;
+- :mod:`ccg_lab.demo`: ``make demo`` (``python -m ccg_lab.demo`` from the checkout), demo containers
+  for a host without any.
+
+It uses the product (``collectd_cgroups``) like any other client, through absolute imports; the product
+never imports it.
+"""

@@ -1,0 +1,1 @@
+"""Kernel tier (root): real cgroups, real network namespaces and veths, synthetic containers."""

@@ -1,0 +1,63 @@
+"""identifiers.Naming: the one owner of plugin_instances (no root, no kernel)."""
+
+from collectd_cgroups.containers import Container
+from collectd_cgroups.identifiers import Naming, meta_groups, HOST_INTERFACE_META
+
+
+def box(name, cid, inode=1, runtime="cgroup"):
+    return Container(runtime, cid, name, "/x/" + cid, inode)
+
+
+def one_pass(naming, containers):
+    naming.begin_pass()
+    out = [naming.name(c) for c in containers]
+    naming.end_pass(containers)
+    return out
+
+
+def test_a_collision_gets_the_short_id_and_names_stay_whatever_the_order():
+    logs = []
+    naming = Naming("{runtime}-{name}", warn_once=lambda key, msg: logs.append(msg))
+    a, b = box("web", "a" * 64), box("web", "b" * 64)
+    assert one_pass(naming, [a, b]) == ["cgroup-web", "cgroup-web-bbbbbbbbbbbb"]
+    assert len(logs) == 1 and "already taken" in logs[0]
+    assert one_pass(naming, [b, a]) == ["cgroup-web-bbbbbbbbbbbb", "cgroup-web"]
+    # A new container whose name a live one holds never takes it, even when found first.
+    c = box("web", "c" * 64)
+    assert one_pass(naming, [c, b, a]) == ["cgroup-web-cccccccccccc", "cgroup-web-bbbbbbbbbbbb", "cgroup-web"]
+
+
+def test_instance_of_is_the_live_name_and_survives_until_the_container_is_no_longer_found():
+    naming = Naming("{runtime}")
+    a, b = box("one", "a" * 64), box("two", "b" * 64)
+    one_pass(naming, [a, b])
+    assert naming.instance_of(b) == "cgroup-bbbbbbbbbbbb"
+    assert naming.instance_of(a) == "cgroup"
+    # Never named yet: what a pass would give it now, without taking anything.
+    c = box("three", "c" * 64)
+    assert naming.instance_of(c) == "cgroup-cccccccccccc"
+    one_pass(naming, [b])       # a went away: its name is free again
+    assert naming.instance_of(c) == "cgroup"
+
+
+def test_a_restart_under_the_same_path_keeps_the_name_and_a_rename_follows():
+    naming = Naming("{runtime}-{name}")
+    a = box("web", "a" * 64, inode=1)
+    assert one_pass(naming, [a]) == ["cgroup-web"]
+    restarted = box("web", "a" * 64, inode=2)
+    other = box("web", "b" * 64)
+    assert one_pass(naming, [other, restarted]) == ["cgroup-web-bbbbbbbbbbbb", "cgroup-web"]
+    renamed = box("api", "a" * 64, inode=2)
+    assert one_pass(naming, [renamed]) == ["cgroup-api"]
+
+
+def test_meta_groups_adds_the_host_interface_only_to_interface_values():
+    meta = {"runtime": "docker"}
+    samples = [("memory", "usage", (1,)), ("if_octets", "eth0", (1, 2)), ("if_packets", "eth0", (3, 4)),
+               ("if_octets", "eth1", (5, 6)), ("count", "pids", (7,))]
+    assert meta_groups(samples, None, meta) == [(meta, samples)]
+    groups = meta_groups(samples, {"eth0": "veth123"}, meta)
+    assert [len(s) for _, s in groups] == [1, 2, 2]
+    assert groups[0][0] is meta and groups[2][0] is meta
+    assert groups[1][0] == dict(meta, **{HOST_INTERFACE_META: "veth123"})
+    assert [x for _, s in groups for x in s] == samples
