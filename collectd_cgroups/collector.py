@@ -265,7 +265,7 @@ class Collector(object):
             if result is network.STALE:
                 pid = None
         if pid is None:
-            pid = network.first_pid(container.dirs)
+            pid = containers_mod.first_pid(container.dirs)
             result = net.read(container.key, pid, container.cgroup) if pid else None
             track.pid = pid or None
         if result is None:

@@ -34,7 +34,6 @@ interface) concerned for the pass and are logged once; :meth:`NetworkPass.read` 
 """
 
 import collections
-import os
 import re
 import threading
 
@@ -181,55 +180,6 @@ def _peer_links(links, names, host_veths, host_nsid):
         if host is not None and host.link == link.index and host.name:
             found.append((ti, host))
     return found, wanted
-
-
-# -- containers' PIDs -------------------------------------------------------------------------------------------
-
-MAX_WALK = 64
-
-
-def first_pid(container_dirs):
-    """The first PID listed in ``cgroup.procs`` of the container's directories (a dict's values or any
-    iterable of paths), looking below a directory whose own list is empty (processes may live in
-    sub-cgroups only: nspawn, nested runtimes).  None for an empty container; fs.Gone when it vanished."""
-    if isinstance(container_dirs, dict):
-        container_dirs = container_dirs.values()
-    gone = None
-    for directory in container_dirs:
-        try:
-            pid = _first_pid_below(directory, 0, [0])
-        except fs.Gone as e:
-            gone = e
-            continue
-        if pid is not None:
-            return pid
-    if gone is not None:
-        raise gone
-    return None
-
-
-def _first_pid_below(directory, depth, visited):
-    visited[0] += 1
-    data = fs.read_cgroup_file(directory, "cgroup.procs")
-    if data:
-        return int(data.split(None, 1)[0])
-    if depth >= 8:
-        return None
-    try:
-        with os.scandir(directory) as entries:
-            subdirs = sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
-    except OSError:
-        return None
-    for name in subdirs:
-        if visited[0] >= MAX_WALK:
-            return None
-        try:
-            pid = _first_pid_below(directory + "/" + name, depth + 1, visited)
-        except fs.Gone:
-            continue
-        if pid is not None:
-            return pid
-    return None
 
 
 # -- passes -----------------------------------------------------------------------------------------------------

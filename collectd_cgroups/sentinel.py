@@ -42,7 +42,7 @@ import subprocess
 import threading
 import time
 
-from . import containers, fs, netns, network
+from . import containers, fs, netns
 
 MARK = "CCG_SENTINEL"
 POLL_INTERVAL = 0.5         # seconds between two looks at each container's cgroup.procs
@@ -432,7 +432,7 @@ class Watcher(object):
         """Start a sentinel for container ``c`` and move it into the container's cgroups.
         None when the container has no process (yet, or any more)."""
         try:
-            pid = network.first_pid(c.dirs)
+            pid = containers.first_pid(c.dirs)
         except fs.Gone:
             return None
         if pid is None:

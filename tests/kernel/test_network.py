@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from collectd_cgroups import fs, netlink, netns, network
+from collectd_cgroups import containers, fs, netlink, netns, network
 from tests.support import CHECKOUT
 from tests.support.netnsutil import (
     Logs, as_netdev, ctypes_setns, netlink_inodes, nsfs_fds, one_pass, proc_net_dev, run, socket_inodes,
@@ -94,9 +94,9 @@ def test_parse_messages_reports_netlink_errors():
 
 def test_first_pid_empty_nested_and_gone(lab):
     b = lab.box("p1", veth=False)
-    assert network.first_pid(b.dirs) == b.pid
+    assert containers.first_pid(b.dirs) == b.pid
     empty = lab.tree.container("empty")
-    assert network.first_pid(empty.dirs) is None
+    assert containers.first_pid(empty.dirs) is None
     # A container whose processes live in a sub-cgroup only (nspawn, nested runtimes).
     nested = lab.tree.container("nested")
     subdirs = {k: d + "/payload" for k, d in nested.dirs.items()}
@@ -104,15 +104,15 @@ def test_first_pid_empty_nested_and_gone(lab):
         os.mkdir(d)
     try:
         lab.move(b.pid, subdirs)
-        assert network.first_pid(nested.dirs) == b.pid
-        assert network.first_pid(list(nested.dirs.values())) == b.pid
+        assert containers.first_pid(nested.dirs) == b.pid
+        assert containers.first_pid(list(nested.dirs.values())) == b.pid
     finally:
         lab.move(b.pid, b.dirs)
         for d in set(subdirs.values()):
             os.rmdir(d)
     gone = {k: d + "-missing" for k, d in empty.dirs.items()}
     with pytest.raises(fs.Gone):
-        network.first_pid(gone)
+        containers.first_pid(gone)
 
 
 # -- values ------------------------------------------------------------------------------------------------------
@@ -324,7 +324,7 @@ def test_pid_that_left_the_container_is_not_attributed(lab):
     b = lab.box("rb")
     logs = Logs()
     reader = lab.in_host(network.NetworkReader, info_once=logs.once, warn_once=logs.once)
-    pid = network.first_pid(a.dirs)
+    pid = containers.first_pid(a.dirs)
     # Between finding the PID and opening its namespace, the process moved to another cgroup (what a reused
     # PID looks like too: the number now names a process outside the container).
     lab.move(pid, b.dirs)
@@ -347,7 +347,7 @@ def test_container_that_vanished_is_skipped_and_logged(lab):
     b = lab.box("vb")
     logs = Logs()
     reader = lab.in_host(network.NetworkReader, info_once=logs.once, warn_once=logs.once)
-    pid = network.first_pid(a.dirs)
+    pid = containers.first_pid(a.dirs)
     a.stop()
 
     def read():
@@ -538,7 +538,7 @@ PROBE_PLUGIN = textwrap.dedent('''
     import errno, json, os, re, threading
     import collectd
     import _cffi_backend
-    from collectd_cgroups import netns, network
+    from collectd_cgroups import containers, netns, network
 
     CONF = {}
     STATE = {"passes": 0}
@@ -566,7 +566,7 @@ PROBE_PLUGIN = textwrap.dedent('''
         reported = 0
         with reader.begin() as p:
             for b in boxes:
-                pid = network.first_pid(b["dirs"])
+                pid = containers.first_pid(b["dirs"])
                 res = p.read(b["name"], pid, b["cgroup"]) if pid else None
                 if not res:
                     continue

@@ -24,7 +24,7 @@ import secrets
 import subprocess
 import time
 
-from collectd_cgroups import network
+from collectd_cgroups import containers
 from ccg_lab.synthetic import UNIFIED, CgroupTree
 
 CLONE_NEWNET = 0x40000000
@@ -335,6 +335,6 @@ def one_pass(reader, boxes):
     out = {}
     with reader.begin() as p:
         for b in boxes:
-            pid = network.first_pid(b.dirs)
+            pid = containers.first_pid(b.dirs)
             out[b.name] = p.read(b.key, pid, b.cgroup) if pid else None
     return out
