@@ -23,9 +23,6 @@ from .root import HostRoot
 
 HIERARCHY_REFRESH = 60.0   # seconds between re-reads of mountinfo
 
-KEEP_FILES_FROM = fs.KEEP_FILES_FROM    # KeepFilesOpen auto: see fs.KeepPolicy
-KEEP_FILES_RATE = fs.KEEP_FILES_RATE
-
 GROUPS = config.GROUPS
 
 
@@ -84,7 +81,6 @@ class Collector(object):
         options.validate()
         self.options = options
         self.root = HostRoot(options.root)
-        self.prefix = self.root.prefix
         self.warn_once = LogOnce(warn)
         self.info_once = LogOnce(info)
         self.clock = clock

@@ -8,7 +8,6 @@ respect its limit.  Synthetic containers under a prefix of this module's own.
 import os
 
 
-from collectd_cgroups import collector as collector_mod
 from collectd_cgroups import fs
 from tests.support.kernelutil import MiB, by_cgroup, make_collector, tree_fixtures, values
 
@@ -155,7 +154,7 @@ def test_beyond_the_limit_files_are_read_the_plain_way(tree):
 def test_auto_keeps_from_enough_containers_at_a_short_enough_interval():
     col, _ = make_collector("none-such", groups=GROUPS)     # keep_files="auto"
     assert col.options.keep_files == "auto"
-    frm, rate = collector_mod.KEEP_FILES_FROM, collector_mod.KEEP_FILES_RATE
+    frm, rate = fs.KEEP_FILES_FROM, fs.KEEP_FILES_RATE
     steps = [
         ((frm - 1, None), False),           # too few
         ((frm, None), True),                # interval unknown: the count decides
