@@ -79,6 +79,17 @@ def finals_of(path, instance):
     return {(r["type"], r["type_instance"]): r["values"] for r in rows}
 
 
+FINAL_KEYS = (("duration", "final_cpu"), ("cpu", "total"), ("memory", "max_usage"))
+
+
+def _complete(final):
+    """``final`` once every value the test reads has arrived (and a final_disk_write, when written,
+    is not zero)."""
+    if all(k in final for k in FINAL_KEYS) and final.get(("bytes", "final_disk_write"), True):
+        return final
+    return None
+
+
 def sentinels_in(directory):
     with open(directory + "/cgroup.procs") as f:
         pids = [int(x) for x in f.read().split()]
@@ -101,8 +112,8 @@ def test_collectd_dispatches_final_figures(tree, tmp_path):
         assert len(pids) == 1
         assert os.readlink("/proc/%d/exe" % pids[0]).endswith("sleep")
         p.kill()
-        final = harness.wait_until(lambda: finals_of(out, "cgroup-job").get(("bytes", "final_disk_write"), True)
-                                   and finals_of(out, "cgroup-job"), 20, what="final values")
+        # collectd's write threads store the final values in any order: wait for every one asserted below.
+        final = harness.wait_until(lambda: _complete(finals_of(out, "cgroup-job")), 20, what="final values")
         harness.wait_until(lambda: not any(os.path.exists(d) for d in c.dirs.values()), 10,
                            what="the container's cgroups to be removed")
         assert not alive(pids[0])
