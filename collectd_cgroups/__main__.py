@@ -47,6 +47,12 @@ def _parse_args(argv):
     p.add_argument("--instance-format", default=DEFAULTS.instance_format)
     p.add_argument("--docker-data-root", default=DEFAULTS.docker_root)
     p.add_argument("--containers-storage", default=DEFAULTS.storage_root)
+    p.add_argument("--containers-run-root", default=DEFAULTS.run_root, help="CRI-O's and podman's run state")
+    p.add_argument("--containerd-state", action="append", default=None, metavar="DIR",
+                   help="a containerd state directory (repeatable; default %s)" % " ".join(DEFAULTS.containerd_states))
+    p.add_argument("--no-pods", action="store_true", help="do not report Kubernetes pods' own cgroups")
+    p.add_argument("--meta-label", action="append", default=[], metavar="KEY",
+                   help="add this container label to the --json meta data (as MetaLabel)")
     p.add_argument("--exited", nargs="?", const=sentinel.STATE_FILE, metavar="FILE",
                    help="show recently exited containers and their final figures (CollectOnExit; "
                         "default file %s)" % sentinel.STATE_FILE)
@@ -71,7 +77,8 @@ def _human_bytes(n):
 
 
 def _table(results, host_veth=False):
-    head = ["CONTAINER", "RUNTIME", "CPU s", "USER s", "SYS s", "MEM USAGE", "MEM LIMIT", "BLK READ", "BLK WRITE",
+    pods = any(item.container.info.pod for item in results)
+    head = ["CONTAINER", "RUNTIME"] + (["NAMESPACE", "POD"] if pods else []) + ["CPU s", "USER s", "SYS s", "MEM USAGE", "MEM LIMIT", "BLK READ", "BLK WRITE",
             "NET RX", "NET TX", "PIDS"]
     rows = [head + (["HOST VETH"] if host_veth else []) + ["CGROUP"]]
     for item in results:
@@ -80,7 +87,9 @@ def _table(results, host_veth=False):
         nets = [v for t, ti, v in item.samples if t == "if_octets"]
         net = (sum(v[0] for v in nets), sum(v[1] for v in nets)) if nets else (None, None)
         cpu = lambda k: "%.2f" % (s[("cpu", k)] / 100.0) if ("cpu", k) in s else "-"
-        row = [item.instance, item.container.runtime, cpu("total"), cpu("user"), cpu("system"),
+        info = item.container.info
+        row = [item.instance, item.container.runtime] + ([info.namespace or "-", info.pod or "-"] if pods else []) + [
+               cpu("total"), cpu("user"), cpu("system"),
                _human_bytes(s.get(("memory", "usage"))),
                _human_bytes(s.get(("memory", "limit"))) if ("memory", "limit") in s else "none",
                _human_bytes(disk[0]), _human_bytes(disk[1]), _human_bytes(net[0]), _human_bytes(net[1]),
@@ -92,12 +101,12 @@ def _table(results, host_veth=False):
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows)
 
 
-def to_collectd_json(results, host, interval, now=None):
-    """collectd's JSON format: one object per value list."""
+def to_collectd_json(results, host, interval, now=None, meta_labels=()):
+    """collectd's JSON format: one object per value list, with the meta data of SendMeta."""
     now = time.time() if now is None else now
     out = []
     for item in results:
-        for meta, samples in identifiers.meta_groups(item.samples, item.peers, item.container.meta()):
+        for meta, samples in identifiers.meta_groups(item.samples, item.peers, item.container.meta(meta_labels)):
             for type_, type_instance, values in samples:
                 ds = identifiers.data_sources(type_)
                 out.append({
@@ -155,7 +164,9 @@ def main(argv=None):
                       ignore_values=args.ignore_value, keep_files=False,   # one pass: nothing to keep
                       instance_format=args.instance_format, match=[_match_option(m) for m in args.match],
                       ignore=args.ignore, runtimes=args.runtimes, docker_root=args.docker_data_root.rstrip("/"),
-                      storage_root=args.containers_storage.rstrip("/"))
+                      storage_root=args.containers_storage.rstrip("/"), run_root=args.containers_run_root.rstrip("/"),
+                      containerd_states=[d.rstrip("/") for d in args.containerd_state or DEFAULTS.containerd_states],
+                      pods=not args.no_pods, meta_labels=args.meta_label)
     warnings = []
     try:
         collector = Collector(options, warn=warnings.append)
@@ -173,10 +184,13 @@ def main(argv=None):
             print("collectd-cgroups: cannot read the cgroups of PID %d: %s" % (args.pid, e.strerror), file=sys.stderr)
             return 1
         keys = set()
+        by_key = dict((c.key, c) for c in found)
         for path in paths:
             hit = collector.discovery.matcher.container_path(path)
-            if hit is not None:
+            if hit is not None and hit[1][:2] in by_key:
                 keys.add(hit[1][:2])
+            elif hit is not None:       # a pod's sandbox: the pod stands for it
+                keys.update(c.key for c in found if c.runtime == containers.POD and path.startswith(c.cgroup + "/"))
         found = [c for c in found if c.key in keys]
         if not found:
             print("collectd-cgroups: PID %d is in no container cgroup (%s)" % (args.pid, ", ".join(paths)),
@@ -186,7 +200,8 @@ def main(argv=None):
     for w in warnings:
         print("collectd-cgroups: warning: %s" % w, file=sys.stderr)
     if args.json:
-        json.dump(to_collectd_json(results, socket.gethostname(), args.interval), sys.stdout, indent=1)
+        json.dump(to_collectd_json(results, socket.gethostname(), args.interval, meta_labels=options.meta_labels),
+                  sys.stdout, indent=1)
         sys.stdout.write("\n")
     elif results:
         print(_table(results, host_veth=args.host_veth))

@@ -20,6 +20,7 @@ from . import containers as containers_mod
 from . import config, devices, fs, hierarchy, identifiers, network, plan, readers
 from .config import Options  # noqa: F401 (the pass's options, declared in config)
 from .root import HostRoot
+from .runtimes import resolver
 
 HIERARCHY_REFRESH = 60.0   # seconds between re-reads of mountinfo
 
@@ -89,8 +90,9 @@ class Collector(object):
                 containers_mod.compile_patterns([p for p, _ in options.match], "Match"), options.match)],
             ignore=containers_mod.compile_patterns(options.ignore, "Ignore"),
             runtimes=options.runtimes)
-        self.discovery = containers_mod.Discovery(matcher, containers_mod.NameResolver(
-            self.root, options.docker_root, options.storage_root, clock=clock))
+        self.discovery = containers_mod.Discovery(matcher, resolver.MetadataResolver(
+            self.root, options.docker_root, options.storage_root, options.run_root, options.containerd_states,
+            clock=clock, warn_once=self.warn_once), pods=options.pods)
         self.device_names = devices.DeviceNames(self.root, clock=clock)
         self.readers = readers.build(options.groups, per_cpu=options.per_cpu, device_names=self.device_names)
         self.planner = plan.Planner(self.readers, self.warn_once, self.info_once)
@@ -212,7 +214,9 @@ class Collector(object):
                 try:
                     track = tracks.get(container)
                     samples = read(container, track, pass_plan, kept)
-                    peers = self._read_network(net, container, track, samples) if net is not None else None
+                    # A pod's containers share its network namespace: reported once, under the pod.
+                    peers = self._read_network(net, container, track, samples) \
+                        if net is not None and container.pod is None else None
                 except fs.Gone:
                     self.info_once((container.key, "gone"), "%s: gone during the pass" % container.cgroup)
                     continue

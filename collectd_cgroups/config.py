@@ -4,10 +4,16 @@ the CLI and the tests share it; every error names the option at fault."""
 import dataclasses
 
 from . import containers, identifiers, network, readers
+from .runtimes import oci
 
 OPTIONS = ("Runtimes", "Match", "Ignore", "Metrics", "PerCPU", "InstanceFormat", "DockerDataRoot",
            "ContainersStorage", "HostRoot", "Interface", "IgnoreSelected", "IgnoreValue",
-           "Interval", "SendMeta", "CollectOnExit", "KeepFilesOpen")
+           "Interval", "SendMeta", "CollectOnExit", "KeepFilesOpen", "Pods", "MetaLabel", "ContainerdState",
+           "ContainersRunRoot")
+
+# Meta data keys of the plugin's own: a MetaLabel may not take one.
+META_KEYS = ("runtime", "container_id", "cgroup", "namespace", "pod", "container", "pod_uid", "image", "qos",
+             "final", identifiers.HOST_INTERFACE_META)
 
 
 # Metric groups: the cgroup readers' and the network namespaces'.
@@ -28,6 +34,10 @@ class Options(object):
     runtimes: tuple = containers.RUNTIMES               # Runtimes
     docker_root: str = containers.DOCKER_ROOT           # DockerDataRoot
     storage_root: str = containers.STORAGE_ROOT         # ContainersStorage
+    run_root: str = oci.RUN_ROOT                        # ContainersRunRoot (CRI-O's, podman's run state)
+    containerd_states: tuple = oci.CONTAINERD_STATES    # ContainerdState (repeatable)
+    pods: bool = True                                   # Pods: report each Kubernetes pod's own cgroup
+    meta_labels: tuple = ()                             # MetaLabel (repeatable): labels sent as meta data
     interfaces: list = dataclasses.field(default_factory=list)   # Interface: names or /regex/
     ignore_selected: bool = False                       # IgnoreSelected
     # KeepFilesOpen: keep cgroup files open between passes and re-read them with pread (fs.KeepPolicy):
@@ -41,6 +51,8 @@ class Options(object):
     def __post_init__(self):
         self.groups = tuple(self.groups)
         self.runtimes = tuple(self.runtimes)
+        self.containerd_states = tuple(self.containerd_states)
+        self.meta_labels = tuple(self.meta_labels)
         self.match = list(self.match)
         self.ignore = list(self.ignore)
         self.interfaces = list(self.interfaces)
@@ -66,6 +78,10 @@ class Options(object):
             if not pattern or any(ch.isspace() for ch in pattern):
                 raise ValueError("IgnoreValue: %r is not a pattern of identifiers such as memory-active_*"
                                  % (pattern,))
+        for key in self.meta_labels:
+            if not key or key in META_KEYS:
+                raise ValueError("MetaLabel: %r is %s" % (key, "empty" if not key else
+                                 "a meta data key of the plugin's own (%s)" % ", ".join(META_KEYS)))
         for r in self.runtimes:
             if r not in containers.RUNTIMES:
                 raise ValueError("Runtimes: unknown runtime %r; known: %s"
@@ -111,6 +127,7 @@ def _number(node):
 def parse_config(node):
     """A <Module> block -> (Options, its interval, its send_meta).  ConfigError names the option."""
     opts = Options()
+    states = None
     for child in node.children:
         key = child.key.lower()
         if key == "match":
@@ -144,10 +161,21 @@ def parse_config(node):
             opts.send_meta = _bool(child)
         elif key == "collectonexit":
             opts.collect_on_exit = _bool(child)
+        elif key == "pods":
+            opts.pods = _bool(child)
+        elif key == "metalabel":
+            opts.meta_labels += tuple(_strings(child))
+        elif key == "containerdstate":
+            states = states or []       # the first one replaces the defaults
+            states.extend(v.rstrip("/") for v in _strings(child))
+        elif key == "containersrunroot":
+            opts.run_root = _strings(child, 1, 1)[0].rstrip("/")
         elif key == "keepfilesopen":
             opts.keep_files = _auto_or_bool(child)
         else:
             raise ConfigError("%s: unknown option (known: %s)" % (child.key, ", ".join(OPTIONS)))
+    if states is not None:
+        opts.containerd_states = tuple(states)
     try:
         opts.validate()
     except ValueError as e:

@@ -4,18 +4,22 @@ Each pass walks every mounted hierarchy the plugin reads, decides for each
 cgroup directory whether it is a container (built-in runtime layouts, or a
 user's ``Match`` pattern), does not descend into containers (their
 sub-cgroups belong to them), and merges what it finds in several
-hierarchies into one record per container.  Names come from the runtime's
-on-disk state where that needs no API call, else the 12-character short id.
+hierarchies into one record per container.  Kubernetes pod cgroups are the
+exception: a pod is reported as a record of its own (runtime ``k8spod``) and
+the walk goes on into it, where its containers are.  What the runtimes keep
+on disk (runtimes/: names, pods, images, labels) is read once per container.
 """
 
-import json
 import os
 import re
-import time
 
 from . import fs
 from .root import HostRoot
 from .identifiers import sha1
+from .runtimes import Metadata
+from .runtimes import kubernetes
+from .runtimes.docker import DOCKER_ROOT  # noqa: F401 (the DockerDataRoot default)
+from .runtimes.storage import STORAGE_ROOT  # noqa: F401 (the ContainersStorage default)
 
 # Basenames of container cgroups in the layouts of the runtimes we know.  One
 # combined expression keeps the per-directory cost to one match.
@@ -26,34 +30,41 @@ _BASENAME = re.compile(
     r"|cri-containerd-(?P<containerd>[0-9a-f]{64})\.scope"
     r"|crio-(?P<crio>[0-9a-f]{64})(?:\.scope)?"
     r"|lxc\.payload\.(?P<lxc>.+)"
-    r"|machine-(?P<nspawn>.+)\.scope)$")
+    r"|machine-(?P<nspawn>.+)\.scope"
+    r"|pod(?P<kubepod>[0-9a-f][0-9a-f_-]{7,63})"
+    r"|kubepods-(?:burstable-|besteffort-)?pod(?P<kubeslice>[0-9a-f][0-9a-f_]{7,63})\.slice)$")
 
 _HEX_ID = re.compile(r"^[0-9a-f]{12,}$")
-_KUBE_POD = re.compile(r"^pod[0-9a-f_-]+$")
+_KUBE_POD = re.compile(r"^pod[0-9a-f_-]+$|^kubepods-.*pod[0-9a-f_]+\.slice$")
 _SYSTEMD_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 
-# Where the runtimes keep their state by default (DockerDataRoot, ContainersStorage).
-DOCKER_ROOT = "/var/lib/docker"
-STORAGE_ROOT = "/var/lib/containers/storage"
-
 RUNTIMES = ("docker", "podman", "lxc", "k8s", "containerd", "crio", "nspawn")
+POD = "k8spod"              # the runtime label of a Kubernetes pod's own cgroup
 
 IGNORED = "ignored"          # a decision: matched, but the user ignores it
 MAX_DEPTH = 16               # guard against pathological trees
+NOTHING = Metadata()
 
 
 class Container(object):
-    """One container: where its cgroups are and what to call it."""
+    """One container: where its cgroups are and what to call it.
 
-    __slots__ = ("runtime", "id", "name", "cgroup", "dirs", "inode")
+    ``info``: what its runtime keeps on disk (runtimes.Metadata); ``pod``: the record of the Kubernetes
+    pod it belongs to, when pods are reported (the pod's network is reported there, not here);
+    ``qos``: the pod's QoS class."""
 
-    def __init__(self, runtime, cid, name, cgroup, inode=None):
+    __slots__ = ("runtime", "id", "name", "cgroup", "dirs", "inode", "info", "pod", "qos")
+
+    def __init__(self, runtime, cid, name, cgroup, inode=None, info=NOTHING, pod=None, qos=None):
         self.runtime = runtime
         self.id = cid
         self.name = name
         self.cgroup = cgroup      # cgroup path as in /proc/<pid>/cgroup
         self.dirs = {}            # mount path -> this container's directory in that mount
         self.inode = inode        # of the first directory found: a re-created cgroup gets a new one
+        self.info = info
+        self.pod = pod
+        self.qos = qos
 
     @property
     def key(self):
@@ -67,8 +78,31 @@ class Container(object):
             return self.id[:12]
         return sha1(self.id.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
-    def meta(self):
-        return {"runtime": self.runtime, "container_id": self.id, "cgroup": self.cgroup}
+    @property
+    def labels(self):
+        """The runtime's labels; a pod container's are its pod's (the sandbox's) with its own on top."""
+        own = self.info.labels
+        if self.pod is not None and self.pod.info.labels:
+            return dict(self.pod.info.labels, **own) if own else self.pod.info.labels
+        return own
+
+    def meta(self, labels=()):
+        """The meta data of its values (SendMeta): ``labels``: the label keys to add (MetaLabel)."""
+        meta = {"runtime": self.runtime, "container_id": self.id, "cgroup": self.cgroup}
+        info = self.info
+        for key in ("namespace", "pod", "container", "pod_uid", "image"):
+            value = getattr(info, key)
+            if value:
+                meta[key] = value
+        if self.qos:
+            meta["qos"] = self.qos
+        if labels:
+            have = self.labels
+            for key in labels:
+                value = have.get(key)
+                if value is not None:
+                    meta[key] = value
+        return meta
 
     def __repr__(self):
         return "Container(%s %s %s)" % (self.runtime, self.name, self.cgroup)
@@ -80,7 +114,8 @@ def systemd_unescape(name):
 
 def builtin_decision(parent, basename, enabled):
     """(runtime, id, name or None) when ``parent/basename`` is a container
-    cgroup in a layout we know, else None."""
+    cgroup in a layout we know, else None.  A Kubernetes pod's own cgroup is (POD, uid, None) when
+    "k8s" is enabled; its containers are runtime "k8s" whatever runtime and cgroup driver made them."""
     m = _BASENAME.match(basename)
     if m is None:
         if parent.endswith("/lxc") and parent.count("/") == 1 and "lxc" in enabled \
@@ -90,11 +125,17 @@ def builtin_decision(parent, basename, enabled):
     kind = m.lastgroup
     value = m.group(kind)
     parent_base = parent.rsplit("/", 1)[-1]
+    if kind in ("kubepod", "kubeslice"):
+        if "k8s" not in enabled or "/kubepods" not in parent + "/" or not parent_base.startswith("kubepods") \
+                and parent_base not in ("burstable", "besteffort"):
+            return None
+        return (POD, value.replace("_", "-"), None)
+    in_pod = _KUBE_POD.match(parent_base) is not None and "/kubepods" in parent
     if kind == "hex":
-        if parent_base == "docker":
-            runtime = "docker"                     # cgroupfs driver, also under --cgroup-parent
-        elif _KUBE_POD.match(parent_base) and "/kubepods" in parent:
+        if in_pod:
             runtime = "k8s"                        # kubelet cgroupfs driver: runtime not in the path
+        elif parent_base == "docker":
+            runtime = "docker"                     # cgroupfs driver, also under --cgroup-parent
         else:
             return None
         return (runtime, value, None) if runtime in enabled else None
@@ -107,6 +148,8 @@ def builtin_decision(parent, basename, enabled):
             return None
         name = systemd_unescape(value)
         return ("nspawn", name, name)
+    if in_pod:
+        kind = "k8s"                               # kubelet systemd driver: cri-containerd-, crio-, docker-
     return (kind, value, None) if kind in enabled else None
 
 
@@ -135,42 +178,58 @@ class Matcher(object):
 
     def container_path(self, path):
         """The container cgroup that ``path`` (from /proc/<pid>/cgroup) lies in:
-        the shallowest ancestor-or-self that is a container, as the walk sees it."""
+        the shallowest ancestor-or-self that is a container, as the walk sees it (a pod's container
+        rather than the pod)."""
         parts = path.rstrip("/").split("/")
+        pod = None
         for i in range(2, len(parts) + 1):
             candidate = "/".join(parts[:i])
             parent, base = candidate.rsplit("/", 1)
             decision = self.decide(candidate, parent, base)
             if decision is IGNORED:
                 return None
+            if decision is not None and decision[0] == POD:
+                pod = pod or (candidate, decision)
+                continue
             if decision is not None:
                 return candidate, decision
-        return None
+        return pod
 
 
 class Discovery(object):
-    """Walks the hierarchies each pass.  Decisions and names are cached by
-    path / container and forgotten when the container is gone."""
+    """Walks the hierarchies each pass.  Decisions are cached by path, metadata by container (both
+    forgotten when the container is gone).
 
-    def __init__(self, matcher, names):
+    ``names``: a runtimes.resolver.MetadataResolver; ``pods``: report each Kubernetes pod's own cgroup
+    as a record of its own (its containers then leave the pod's network to it)."""
+
+    def __init__(self, matcher, names, pods=True):
         self.matcher = matcher
         self.names = names
+        self.pods = pods
         self._decisions = {}
 
     def discover(self, hierarchies):
         found = {}
+        pods = {}
+        seen_keys = set()
         decisions = self._decisions
         seen_paths = set()
         for mount in hierarchies.walk_mounts():
             root = mount.root.rstrip("/")
-            self._walk(mount, mount.path, root, 0, found, decisions, seen_paths)
+            self._walk(mount, mount.path, root, 0, found, pods, None, decisions, seen_paths, seen_keys)
         for path in list(decisions):
             if path not in seen_paths:
                 del decisions[path]
-        self.names.forget_except(found)
+        self.names.forget_except(seen_keys)
+        for pod, sandbox, first in pods.values():
+            pod.info = sandbox or _pod_info(pod.id, first)
+            pod.name = pod.info.name or pod.id
+            if self.pods:
+                found[pod.key] = pod
         return list(found.values())
 
-    def _walk(self, mount, directory, cgroup_path, depth, found, decisions, seen_paths):
+    def _walk(self, mount, directory, cgroup_path, depth, found, pods, pod, decisions, seen_paths, seen_keys):
         try:
             entries = os.scandir(directory)
         except OSError:
@@ -186,95 +245,44 @@ class Discovery(object):
                 decision = decisions[path] = self.matcher.decide(path, cgroup_path or "/", base)
             if decision is None:
                 if depth < MAX_DEPTH:
-                    self._walk(mount, directory + "/" + base, path, depth + 1, found, decisions, seen_paths)
+                    self._walk(mount, directory + "/" + base, path, depth + 1, found, pods, pod,
+                               decisions, seen_paths, seen_keys)
                 continue
             if decision is IGNORED:
                 continue
             runtime, cid, name = decision
-            container = found.get((runtime, cid))
+            if runtime == POD:
+                entry = pods.get(cid)
+                if entry is None:
+                    entry = pods[cid] = [Container(POD, cid, None, path, inode, qos=kubernetes.qos_of(path)),
+                                         None, None]
+                entry[0].dirs.setdefault(mount.path, directory + "/" + base)
+                if depth < MAX_DEPTH:
+                    self._walk(mount, directory + "/" + base, path, depth + 1, found, pods, entry,
+                               decisions, seen_paths, seen_keys)
+                continue
+            key = (runtime, cid)
+            container = found.get(key)
             if container is None:
-                container = found[(runtime, cid)] = Container(
-                    runtime, cid, name or self.names.lookup(runtime, cid), path, inode)
+                seen_keys.add(key)
+                info = self.names.lookup(runtime, cid)
+                if info.sandbox:            # the pause container: its pod stands for it
+                    if pod is not None:
+                        pod[1] = pod[1] or info
+                    continue
+                if pod is not None and pod[2] is None and info.in_pod:
+                    pod[2] = info
+                container = found[key] = Container(
+                    runtime, cid, name or info.name or cid[:12], path, inode, info,
+                    pod[0] if pod is not None and self.pods else None, pod[0].qos if pod is not None else None)
             container.dirs.setdefault(mount.path, directory + "/" + base)
 
 
-class NameResolver(object):
-    """Container names from runtime state on disk (no API calls).
-
-    Docker: ``<DockerDataRoot>/containers/<id>/config.v2.json`` (``Name``).
-    podman and CRI-O: containers/storage's ``*-containers/containers.json``
-    (``names``), reloaded when it changes.  A name not found yet is retried
-    after ``retry`` seconds; until then the short id stands in.
-    """
-
-    def __init__(self, root="/", docker_root=DOCKER_ROOT,
-                 storage_root=STORAGE_ROOT, retry=30.0, clock=time.monotonic):
-        self.root = HostRoot(root)
-        self.docker_root = docker_root
-        self.storage_root = storage_root
-        self.retry = retry
-        self.clock = clock
-        self._cache = {}          # (runtime, id) -> (name, retry_at or None)
-        self._storage_names = {}
-        self._storage_mtimes = None
-
-    def lookup(self, runtime, cid):
-        entry = self._cache.get((runtime, cid))
-        now = self.clock()
-        if entry is not None and (entry[1] is None or now < entry[1]):
-            return entry[0]
-        name = None
-        if runtime == "docker":
-            name = self._docker_name(cid)
-        elif runtime in ("podman", "crio", "k8s", "containerd"):
-            name = self._storage_name(cid)
-        if name:
-            self._cache[(runtime, cid)] = (name, None)
-            return name
-        self._cache[(runtime, cid)] = (cid[:12], now + self.retry)
-        return cid[:12]
-
-    def forget_except(self, found):
-        if len(self._cache) > len(found):
-            for key in [k for k in self._cache if k not in found]:
-                del self._cache[key]
-
-    def _docker_name(self, cid):
-        path = self.root.join("%s/containers/%s/config.v2.json" % (self.docker_root, cid))
-        try:
-            name = json.loads(fs.read_bytes(path)).get("Name")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return name.lstrip("/") if isinstance(name, str) and name.strip("/") else None
-
-    def _storage_files(self):
-        base = self.root.join(self.storage_root)
-        try:
-            return [os.path.join(base, d, "containers.json") for d in sorted(os.listdir(base))
-                    if d.endswith("-containers")]
-        except OSError:
-            return []
-
-    def _storage_name(self, cid):
-        files = self._storage_files()
-        mtimes = []
-        for path in files:
-            try:
-                mtimes.append(os.stat(path).st_mtime_ns)
-            except OSError:
-                mtimes.append(None)
-        if mtimes != self._storage_mtimes:
-            self._storage_mtimes = mtimes
-            self._storage_names = {}
-            for path in files:
-                try:
-                    entries = json.loads(fs.read_bytes(path))
-                except (OSError, ValueError):
-                    continue
-                for entry in entries if isinstance(entries, list) else ():
-                    if isinstance(entry, dict) and entry.get("names"):
-                        self._storage_names[entry.get("id")] = entry["names"][0]
-        return self._storage_names.get(cid)
+def _pod_info(uid, member):
+    """A pod's metadata from one of its containers' (its sandbox's not known)."""
+    if member is None:
+        return Metadata(pod_uid=uid)
+    return kubernetes.sandbox(member.namespace, member.pod, member.pod_uid or uid)
 
 
 def compile_patterns(patterns, option):

@@ -16,7 +16,7 @@ except ImportError:     # another Python
 
 PLUGIN = "container"
 DEFAULT_INSTANCE_FORMAT = "{runtime}-{name}"
-INSTANCE_FIELDS = ("runtime", "name", "id", "short_id")
+INSTANCE_FIELDS = ("runtime", "name", "id", "short_id", "namespace", "pod", "container", "image", "label")
 
 # collectd's DATA_MAX_NAME_LEN is 128 including the terminating NUL.
 MAX_NAME = 127
@@ -65,21 +65,44 @@ def sanitize(text, limit=MAX_NAME):
 def check_instance_format(fmt):
     """ValueError naming the bad field, for start-up configuration checks."""
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(fmt) if f is not None]
+        fields = [(f, spec) for _, f, spec, _ in string.Formatter().parse(fmt) if f is not None]
     except ValueError as e:
         raise ValueError("InstanceFormat %r: %s" % (fmt, e))
-    for f in fields:
+    for f, spec in fields:
         if f not in INSTANCE_FIELDS:
-            raise ValueError("InstanceFormat %r: unknown field {%s}; known: %s"
-                             % (fmt, f, ", ".join("{%s}" % x for x in INSTANCE_FIELDS)))
+            raise ValueError("InstanceFormat %r: unknown field {%s}; known: %s, {label:KEY}"
+                             % (fmt, f, ", ".join("{%s}" % x for x in INSTANCE_FIELDS if x != "label")))
+        if f == "label" and not spec:
+            raise ValueError("InstanceFormat %r: {label} needs the label's key: {label:KEY}" % fmt)
     if not fields:
         raise ValueError("InstanceFormat %r names no field, so every container would "
                          "get the same identifier" % fmt)
 
 
+class _Labels(object):
+    """``{label:KEY}`` in an InstanceFormat: the container's label KEY, empty when it has none."""
+
+    __slots__ = ("labels",)
+
+    def __init__(self, labels):
+        self.labels = labels
+
+    def __format__(self, key):
+        return self.labels.get(key, "")
+
+
+_SEPARATORS = re.compile(r"^[\s_.:+@=,-]*$")
+
+
 def plugin_instance(container, fmt=DEFAULT_INSTANCE_FORMAT):
-    return sanitize(fmt.format(runtime=container.runtime, name=container.name,
-                               id=container.id, short_id=container.short_id))
+    """``fmt`` filled in for ``container``; never empty (nor only separators): the short id then."""
+    info = container.info
+    text = fmt.format(runtime=container.runtime, name=container.name, id=container.id,
+                      short_id=container.short_id, namespace=info.namespace or "", pod=info.pod or "",
+                      container=info.container or "", image=info.image or "", label=_Labels(container.labels))
+    if _SEPARATORS.match(text):
+        text = container.short_id
+    return sanitize(text)
 
 
 def data_sources(type_):

@@ -44,6 +44,7 @@ class Instance(object):
         self.collector = Collector(options, warn=_log(collectd.warning), info=_log(collectd.info))
         self.interval = interval if interval is not None else options.interval
         self.send_meta = send_meta if send_meta is not None else options.send_meta
+        self.meta_labels = options.meta_labels      # MetaLabel: labels added to the meta data
         interval = self.interval
         self.values = collectd.Values(plugin=identifiers.PLUGIN)
         if interval:
@@ -71,7 +72,7 @@ class Instance(object):
         v = collectd.Values(plugin=identifiers.PLUGIN, plugin_instance=final.instance)
         if self.interval:
             v.interval = self.interval
-        meta = dict(final.container.meta() if self.send_meta else {}, final=True)
+        meta = dict(final.container.meta(self.meta_labels) if self.send_meta else {}, final=True)
         for group_meta, samples in identifiers.meta_groups(final.value_lists(), final.peers, meta):
             v.meta = group_meta
             for type_, type_instance, values in samples:
@@ -103,7 +104,7 @@ class Instance(object):
         collectd a conversion (for ``type`` a types.db lookup too), so only what changed is set."""
         v = self.values
         v.plugin_instance = item.instance
-        meta = item.container.meta() if self.send_meta else self._empty_meta
+        meta = item.container.meta(self.meta_labels) if self.send_meta else self._empty_meta
         last_type = self._last_type
         try:
             # Interface values carry the host end of their veth pair in their meta (identifiers.meta_groups).

@@ -348,7 +348,9 @@ class Watcher(object):
             self._next_discover = now + self.discover_interval
             self.adopt(self.collector.discover())
         self._wait(self.poll_interval if timeout is None else timeout)
-        for key, s in list(self.sentinels.items()):
+        # A pod's containers before the pod: when they all end in the same round, theirs go out (and their
+        # cgroups are removed) first, then the pod's, whose removal needs its containers' gone.
+        for key, s in sorted(self.sentinels.items(), key=lambda item: item[1].container.runtime == containers.POD):
             if self._stop.is_set():
                 break
             self.check(key, s)
@@ -420,6 +422,16 @@ class Watcher(object):
                 continue
             try:
                 s = self.place(c)
+            except OSError as e:
+                if e.errno == errno.EBUSY and c.runtime == containers.POD:
+                    # cgroup v2: a pod's cgroup has controllers enabled for its containers, so no process
+                    # may join it ("no internal processes"); its containers' final figures still come.
+                    self.info("%s: no final figures for the pod itself on cgroup v2 (its containers get "
+                              "theirs)" % c.cgroup)
+                else:
+                    self.warn("%s: no sentinel placed: %s" % (c.cgroup, e))
+                self._skip(key)
+                continue
             except Exception as e:
                 self.warn("%s: no sentinel placed: %s" % (c.cgroup, e))
                 self._skip(key)
@@ -551,9 +563,10 @@ class Watcher(object):
         c = s.container
         col = self.collector
         # Only the directories the sentinel holds are sure to exist: the runtime may have removed the others.
-        held = containers.Container(c.runtime, c.id, c.name, c.cgroup, c.inode)
+        held = containers.Container(c.runtime, c.id, c.name, c.cgroup, c.inode, c.info, c.pod, c.qos)
         held.dirs = dict(s.joined)
-        samples, peers = col.read_final(held, s.pid if s.netns else None)
+        # A pod's container shares the pod's network namespace: its figures are the pod's.
+        samples, peers = col.read_final(held, s.pid if s.netns and c.pod is None else None)
         # The name its live values had (the naming is the read callback's), not one made up again.
         instance = col.naming.instance_of(c)
         # The totals come from every figure; IgnoreValue applies to what is dispatched.

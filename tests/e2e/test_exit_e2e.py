@@ -232,6 +232,13 @@ def test_runc_container_gets_final_figures(tmp_path):
             stdout.close()
         ticks = int(text.split("TICKS ")[1].split()[0])
         assert final[("duration", "final_cpu")][0] >= ticks / 100.0 - 0.01
+        with open(out) as f:
+            metas = [json.loads(line)["meta"] for line in f if '"docker-job"' in line]
+        labels = inspect["Config"]["Labels"]
+        assert metas and all(m["image"] == inspect["Config"]["Image"] == "ccg-busybox:test" for m in metas)
+        assert all(m["com.docker.compose.project"] == labels["com.docker.compose.project"] == "shop" and
+                   m["com.docker.compose.service"] == labels["com.docker.compose.service"] == "web" and
+                   m["container_id"] == cid and m["runtime"] == "docker" for m in metas)
         assert final[("bytes", "final_disk_write")][0] >= 16 << 20
         assert final[("bytes", "final_net_tx")][0] >= 200000
         assert final[("bytes", "final_net_rx")][0] >= 200000
@@ -248,7 +255,8 @@ DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else shutil.whic
 def test_docker_container_gets_final_figures(tmp_path):
     """dockerd of the test's own (RECIPES flags: no bridge, no iptables, cgroupfs driver); the container
     goes under a cgroup parent of the test (``/<prefix>/docker/<id>``, Docker's layout), with --network
-    none; after its final figures ``docker rm`` succeeds and its cgroups are gone."""
+    none; after its final figures ``docker rm`` succeeds and its cgroups are gone.  Its values carry its
+    image and the compose labels MetaLabel names (SendMeta), as ``docker inspect`` reports them."""
     prefix = "ccg-test-docker-%s" % secrets.token_hex(4)
     top = str(tmp_path / "d")
     os.makedirs(top)
@@ -275,9 +283,11 @@ def test_docker_container_gets_final_figures(tmp_path):
             with open("/sys/fs/cgroup/blkio/%s/blkio.throttle.write_bps_device" % prefix, "w") as f:
                 f.write("%d:%d 0" % (os.major(dev), os.minor(dev)))
             cd, out = start_collectd(tmp_path / "cd", "^/%s/nomatch$" % prefix,
-                                     ['Interface "lo"', 'DockerDataRoot "%s"' % data])
+                                     ['Interface "lo"', 'DockerDataRoot "%s"' % data, "SendMeta true",
+                                      'MetaLabel "com.docker.compose.project" "com.docker.compose.service"'])
             with cd:
                 run = docker("run", "-d", "--network", "none", "--cap-add", "NET_ADMIN", "--name", "job",
+                             "--label", "com.docker.compose.project=shop", "--label", "com.docker.compose.service=web",
                              "--cgroup-parent", "/%s/docker" % prefix, "ccg-busybox:test", "/bin/sh", "-c", _SCRIPT)
                 assert run.returncode == 0, run.stdout
                 cid = run.stdout.decode().split()[-1]
@@ -287,11 +297,19 @@ def test_docker_container_gets_final_figures(tmp_path):
                 harness.wait_until(lambda: not any(os.path.exists(d) for d in dirs), 10,
                                    what="the container's cgroups to be removed")
                 text = docker("logs", "job").stdout.decode()
+                inspect = json.loads(docker("inspect", "job").stdout)[0]
                 rm = docker("rm", "job")
                 assert rm.returncode == 0, rm.stdout
                 assert cd.read_failures() == []
         ticks = int(text.split("TICKS ")[1].split()[0])
         assert final[("duration", "final_cpu")][0] >= ticks / 100.0 - 0.01
+        with open(out) as f:
+            metas = [json.loads(line)["meta"] for line in f if '"docker-job"' in line]
+        labels = inspect["Config"]["Labels"]
+        assert metas and all(m["image"] == inspect["Config"]["Image"] == "ccg-busybox:test" for m in metas)
+        assert all(m["com.docker.compose.project"] == labels["com.docker.compose.project"] == "shop" and
+                   m["com.docker.compose.service"] == labels["com.docker.compose.service"] == "web" and
+                   m["container_id"] == cid and m["runtime"] == "docker" for m in metas)
         assert final[("bytes", "final_disk_write")][0] >= 16 << 20
         assert final[("bytes", "final_net_tx")][0] >= 200000
         assert final[("bytes", "final_net_rx")][0] >= 200000

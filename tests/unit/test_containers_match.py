@@ -8,7 +8,7 @@ import re
 import pytest
 
 from collectd_cgroups import containers
-from collectd_cgroups.containers import IGNORED, RUNTIMES, Matcher, NameResolver, builtin_decision
+from collectd_cgroups.containers import IGNORED, POD, RUNTIMES, Matcher, builtin_decision
 
 H = "0123456789abcdef" * 4                      # a 64-hex container id
 H2 = "fedcba9876543210" * 4
@@ -28,7 +28,7 @@ POSITIVE = [
     ("/docker/" + H, ("docker", H, None)),
     ("/ci-runner/docker/" + H, ("docker", H, None)),
     ("/system.slice/docker-%s.scope" % H, ("docker", H, None)),
-    (POD_SLICE + "/docker-%s.scope" % H, ("docker", H, None)),          # dockershim, systemd
+    (POD_SLICE + "/docker-%s.scope" % H, ("k8s", H, None)),             # dockershim, systemd
     # podman: systemd (rootful and rootless) and cgroupfs
     ("/machine.slice/libpod-%s.scope" % H, ("podman", H, None)),
     ("/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-%s.scope" % H, ("podman", H, None)),
@@ -42,9 +42,19 @@ POSITIVE = [
     ("/kubepods/besteffort/pod%s/%s" % (UID, H), ("k8s", H, None)),
     ("/kubepods/pod%s/%s" % (UID, H), ("k8s", H, None)),                  # Guaranteed QoS
     ("/kubepods/burstable/pod%s/%s" % (UID.replace("-", "_"), H), ("k8s", H, None)),
-    # Kubernetes, systemd driver: containerd and CRI-O
-    (POD_SLICE + "/cri-containerd-%s.scope" % H, ("containerd", H, None)),
-    (POD_SLICE + "/crio-%s.scope" % H, ("crio", H, None)),
+    # Kubernetes, systemd driver: containerd and CRI-O (a pod's containers are "k8s" whatever runtime runs them)
+    (POD_SLICE + "/cri-containerd-%s.scope" % H, ("k8s", H, None)),
+    (POD_SLICE + "/crio-%s.scope" % H, ("k8s", H, None)),
+    ("/kubepods/burstable/pod%s/crio-%s" % (UID, H), ("k8s", H, None)),    # CRI-O, cgroupfs driver
+    # Kubernetes pods' own cgroups, both drivers, every QoS class, under a --cgroup-root
+    ("/kubepods/burstable/pod" + UID, (POD, UID, None)),
+    ("/kubepods/besteffort/pod" + UID, (POD, UID, None)),
+    ("/kubepods/pod" + UID, (POD, UID, None)),
+    ("/node-a/kubepods/pod" + UID, (POD, UID, None)),
+    (POD_SLICE, (POD, UID, None)),
+    ("/kubepods.slice/kubepods-pod%s.slice" % UID.replace("-", "_"), (POD, UID, None)),
+    # containerd's CRI outside kubepods: not a pod, its runtime named
+    ("/system.slice/cri-containerd-%s.scope" % H, ("containerd", H, None)),
     # systemd-nspawn (systemd-escaped machine names)
     ("/machine.slice/machine-my\\x2dbox.scope", ("nspawn", "my-box", "my-box")),
     ("/machine.slice/machine-web.scope", ("nspawn", "web", "web")),
@@ -63,10 +73,10 @@ NEGATIVE = [
     "/" + H,
     "/kubepods/burstable/" + H,                          # not in a pod directory
     "/other/pod%s/%s" % (UID, H),                        # a pod directory not under kubepods
-    "/kubepods/burstable/pod" + UID,                     # the pod itself
-    "/kubepods/pod" + UID,
     "/kubepods", "/kubepods/burstable",
-    POD_SLICE,                                           # the pod slice itself
+    "/other/pod" + UID,                                  # a pod directory not under kubepods
+    "/kubepods/burstable/other/pod" + UID,               # nor directly under a QoS directory
+    "/kubepods/burstable/podcast",                       # not a pod UID
     "/kubepods.slice", "/kubepods.slice/kubepods-burstable.slice",
     "/docker",
     "/docker/" + H.upper(),                              # ids are lowercase hex
@@ -95,7 +105,7 @@ def test_not_containers(path):
 
 @pytest.mark.parametrize("path, expected", POSITIVE)
 def test_each_layout_only_when_its_runtime_is_enabled(path, expected):
-    runtime = expected[0]
+    runtime = "k8s" if expected[0] == POD else expected[0]      # pods come with the k8s layouts
     assert decide(Matcher(runtimes=[runtime]), path) == expected
     others = [r for r in RUNTIMES if r != runtime]
     assert decide(Matcher(runtimes=others), path) is None
@@ -105,10 +115,6 @@ def test_builtin_decision_is_what_matcher_uses():
     for path, expected in POSITIVE:
         parent, base = path.rsplit("/", 1)
         assert builtin_decision(parent or "/", base, frozenset(RUNTIMES)) == expected
-
-
-def test_crio_cgroupfs_layout():
-    assert decide(Matcher(), "/kubepods/burstable/pod%s/crio-%s" % (UID, H)) == ("crio", H, None)
 
 
 # -- user Match / Ignore -------------------------------------------------------------
@@ -155,6 +161,8 @@ def test_compile_patterns_names_the_option():
 @pytest.mark.parametrize("path, container", [
     ("/docker/" + H, "/docker/" + H),
     ("/kubepods/burstable/pod%s/%s/sub/deeper" % (UID, H), "/kubepods/burstable/pod%s/%s" % (UID, H)),
+    ("/kubepods/burstable/pod%s" % UID, "/kubepods/burstable/pod%s" % UID),    # in the pod, in no container
+    (POD_SLICE + "/crio-%s.scope" % H, POD_SLICE + "/crio-%s.scope" % H),   # the container, not its pod
     ("/lxc/pumpkin/docker/" + H, "/lxc/pumpkin"),              # the shallowest container
     ("/machine.slice/machine-my\\x2dbox.scope/payload", "/machine.slice/machine-my\\x2dbox.scope"),
     ("/machine.slice/libpod-%s.scope/container" % H, "/machine.slice/libpod-%s.scope" % H),
@@ -179,89 +187,3 @@ def test_systemd_unescape():
     assert containers.systemd_unescape("my\\x2dbox") == "my-box"
     assert containers.systemd_unescape("a\\x5cb\\x20c") == "a\\b c"
     assert containers.systemd_unescape("plain") == "plain"
-
-
-# -- names from runtime state on disk ------------------------------------------------
-
-class Clock(object):
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-
-def write(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(data)
-
-
-def test_docker_name_from_config_v2(tmp_path):
-    root = str(tmp_path)
-    write(root + "/var/lib/docker/containers/%s/config.v2.json" % H,
-          json.dumps({"ID": H, "Name": "/web1", "Config": {"Image": "nginx"}}))
-    r = NameResolver(root)
-    assert r.lookup("docker", H) == "web1"
-
-
-def test_docker_name_missing_then_retried_after_the_delay(tmp_path):
-    root, clock = str(tmp_path), Clock()
-    r = NameResolver(root, retry=30.0, clock=clock)
-    assert r.lookup("docker", H) == H[:12]
-    write(root + "/var/lib/docker/containers/%s/config.v2.json" % H, json.dumps({"Name": "/late"}))
-    clock.now += 10
-    assert r.lookup("docker", H) == H[:12]          # not retried yet
-    clock.now += 21
-    assert r.lookup("docker", H) == "late"
-
-
-@pytest.mark.parametrize("content", ["{not json", json.dumps({"Name": "/"}), json.dumps({"Name": 5}),
-                                     json.dumps(["Name"]), json.dumps({})])
-def test_docker_bad_config_falls_back_to_short_id(tmp_path, content):
-    root = str(tmp_path)
-    write(root + "/var/lib/docker/containers/%s/config.v2.json" % H, content)
-    assert NameResolver(root).lookup("docker", H) == H[:12]
-
-
-def test_docker_data_root_option(tmp_path):
-    root = str(tmp_path)
-    write(root + "/srv/docker/containers/%s/config.v2.json" % H, json.dumps({"Name": "/elsewhere"}))
-    assert NameResolver(root, docker_root="/srv/docker").lookup("docker", H) == "elsewhere"
-
-
-def test_storage_names_podman_and_crio(tmp_path):
-    root = str(tmp_path)
-    write(root + "/var/lib/containers/storage/overlay-containers/containers.json", json.dumps([
-        {"id": H, "names": ["db", "alias"], "image": "x"},
-        {"id": H2, "names": ["k8s_nginx_nginx-1_default_%s_0" % UID]},
-        {"id": "no-names"}, "garbage"]))
-    r = NameResolver(root)
-    assert r.lookup("podman", H) == "db"
-    assert r.lookup("crio", H2) == "k8s_nginx_nginx-1_default_%s_0" % UID
-    assert r.lookup("docker", H) == H[:12]          # docker names come only from docker's state
-
-
-def test_storage_names_reloaded_when_the_file_changes(tmp_path):
-    root, clock = str(tmp_path), Clock()
-    path = root + "/var/lib/containers/storage/vfs-containers/containers.json"
-    write(path, json.dumps([{"id": H, "names": ["one"]}]))
-    r = NameResolver(root, retry=0.0, clock=clock)
-    assert r.lookup("podman", H) == "one"
-    assert r.lookup("podman", H2) == H2[:12]
-    write(path, json.dumps([{"id": H, "names": ["one"]}, {"id": H2, "names": ["two"]}]))
-    os.utime(path, ns=(os.stat(path).st_mtime_ns + 10 ** 9,) * 2)
-    clock.now += 1
-    assert r.lookup("podman", H2) == "two"
-
-
-def test_found_names_are_kept_until_the_container_is_forgotten(tmp_path):
-    root = str(tmp_path)
-    config = root + "/var/lib/docker/containers/%s/config.v2.json" % H
-    write(config, json.dumps({"Name": "/first"}))
-    r = NameResolver(root)
-    assert r.lookup("docker", H) == "first"
-    write(config, json.dumps({"Name": "/renamed"}))
-    assert r.lookup("docker", H) == "first"        # a found name is not re-read every pass
-    r.forget_except({})                             # H is gone from the pass ...
-    assert r.lookup("docker", H) == "renamed"      # ... and read afresh if it comes back

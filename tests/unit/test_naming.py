@@ -61,3 +61,48 @@ def test_meta_groups_adds_the_host_interface_only_to_interface_values():
     assert groups[0][0] is meta and groups[2][0] is meta
     assert groups[1][0] == dict(meta, **{HOST_INTERFACE_META: "veth123"})
     assert [x for _, s in groups for x in s] == samples
+
+
+# -- Kubernetes fields and labels (issue 12) ------------------------------------------------
+
+def pod_box(cid="d" * 64, labels=None, pod_labels=None):
+    from collectd_cgroups.runtimes import kubernetes
+    info = kubernetes.pod_container("shop", "web-0", "app", "u-1", "ccg.test/app:1", labels or {})
+    pod = Container("k8spod", "u-1", "shop_web-0", "/kubepods/podu-1", 2,
+                    kubernetes.sandbox("shop", "web-0", "u-1", labels=pod_labels or {}), qos="burstable")
+    return Container("k8s", cid, info.name, "/kubepods/podu-1/" + cid, 3, info, pod, "burstable")
+
+
+def test_kubernetes_fields_in_instance_format():
+    c = pod_box(labels={"tier": "front"}, pod_labels={"app": "web", "tier": "back"})
+    def fmt(f):
+        naming = Naming(f)
+        return one_pass(naming, [c])[0]
+    assert fmt("{runtime}-{name}") == "k8s-shop_web-0_app"
+    assert fmt("{namespace}.{pod}.{container}") == "shop.web-0.app"
+    assert fmt("{image}") == "ccg.test_app:1"                       # '/' is not kept in identifiers
+    assert fmt("{label:app}-{label:tier}") == "web-front"            # the container's own label wins
+    assert fmt("{label:missing}") == "dddddddddddd"                  # empty: the short id
+    assert fmt("{namespace}_{pod}") == "shop_web-0"
+    plain = box("web", "e" * 64, runtime="docker")
+    naming = Naming("{namespace}_{pod}")
+    assert one_pass(naming, [plain]) == ["eeeeeeeeeeee"]             # only separators left: the short id
+
+
+def test_kubernetes_meta_and_meta_labels():
+    c = pod_box(pod_labels={"app": "web"})
+    meta = c.meta(("app", "absent"))
+    assert meta == {"runtime": "k8s", "container_id": "d" * 64, "cgroup": "/kubepods/podu-1/" + "d" * 64,
+                    "namespace": "shop", "pod": "web-0", "container": "app", "pod_uid": "u-1",
+                    "image": "ccg.test/app:1", "qos": "burstable", "app": "web"}
+    assert "app" not in c.meta()
+    assert c.pod.meta() == {"runtime": "k8spod", "container_id": "u-1", "cgroup": "/kubepods/podu-1",
+                            "namespace": "shop", "pod": "web-0", "pod_uid": "u-1", "qos": "burstable"}
+
+
+def test_instance_format_label_needs_a_key():
+    import pytest
+    from collectd_cgroups.identifiers import check_instance_format
+    with pytest.raises(ValueError, match=r"\{label:KEY\}"):
+        check_instance_format("{label}")
+    check_instance_format("{label:app.kubernetes.io/name}")

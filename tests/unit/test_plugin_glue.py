@@ -167,6 +167,23 @@ def test_each_pass_tells_the_collector_its_interval(env, monkeypatch, configured
     assert seen == ([float("inf"), 1.0, 2.5] if configured is None else [2.5, 2.5, 2.5])
 
 
+def test_kubernetes_options(env):
+    fake, plugin = env
+    configure(fake, option("Pods", False), option("MetaLabel", "app", "team"), option("metalabel", "app.kubernetes.io/name"),
+              option("ContainerdState", "/srv/ctrd/"), option("ContainerdState", "/run/k3s/containerd"),
+              option("ContainersRunRoot", "/srv/run/"), option("InstanceFormat", "{namespace}.{pod}.{label:app}"))
+    fake.run_init()
+    (inst,) = instances(plugin)
+    opts = inst.collector.options
+    assert opts.pods is False and inst.collector.discovery.pods is False
+    assert opts.meta_labels == ("app", "team", "app.kubernetes.io/name") and inst.meta_labels == opts.meta_labels
+    assert opts.containerd_states == ("/srv/ctrd", "/run/k3s/containerd")     # the first one replaces the defaults
+    assert opts.run_root == "/srv/run"
+    defaults = collector_mod.Options()
+    assert defaults.pods is True and defaults.meta_labels == ()
+    assert defaults.containerd_states == ("/run/containerd", "/run/docker/containerd/daemon")
+
+
 def test_booleans_false_and_defaults_kept(env):
     fake, plugin = env
     configure(fake, option("PerCPU", False), option("SendMeta", False))
@@ -215,6 +232,14 @@ BAD = [
     ("KeepFilesOpen", ("sometimes",)),
     ("KeepFilesOpen", (1.0,)),
     ("KeepFilesOpen", (True, False)),
+    ("Pods", ("no",)),
+    ("MetaLabel", ()),
+    ("MetaLabel", ("",)),
+    ("MetaLabel", ("pod",)),            # a meta key of the plugin's own
+    ("MetaLabel", (1.0,)),
+    ("ContainerdState", ()),
+    ("ContainersRunRoot", ("/a", "/b")),
+    ("InstanceFormat", ("{label}",)),
     ("Bogus", ("x",)),
 ]
 
