@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from collectd_cgroups.config import META_KEYS
 from tests.support import fixtureutil as fu
 from tests.support.fixtureutil import CLK_TCK, cli_json, flat, pressure_totals, run_cli, single
 
@@ -30,7 +31,8 @@ V2_POD = ("/kubepods.slice/kubepods-burstable.slice/"
           "kubepods-burstable-pod6f1b2c3d_4e5f_4a6b_8c7d_9e0f1a2b3c4d.slice")
 V2_POD2 = ("/kubepods.slice/kubepods-besteffort.slice/"
            "kubepods-besteffort-pod0a9b8c7d_6e5f_4d3c_b2a1_0f9e8d7c6b5a.slice")
-CRIO_NAME = "k8s_nginx_nginx-7c5ddbdf54-x8f9q_default_0a9b8c7d-6e5f-4d3c-b2a1-0f9e8d7c6b5a_0"
+# CRI-O's k8s_<container>_<pod>_<namespace>_<uid>_<attempt> name (containers.json) gives the instance.
+CRIO_INSTANCE = "k8s-default_nginx-7c5ddbdf54-x8f9q_nginx"
 
 SD_DOCKER = "677f799d6df180fd6fd19a37f865aee6d497eeb6e45446d8a7f601db776eefca"
 SD_APP = "09added69da715745603c250084ed86be5383c5e1e60693c41e48649628153f3"
@@ -59,10 +61,9 @@ EXPECTED = {
     "v2-pure": {
         "docker-api": ("docker", V2_DOCKER, "/system.slice/docker-%s.scope" % V2_DOCKER),
         "podman-db": ("podman", V2_PODMAN, "/machine.slice/libpod-%s.scope" % V2_PODMAN),
-        "containerd-" + V2_CONTAINERD[:12]: (
-            "containerd", V2_CONTAINERD, V2_POD + "/cri-containerd-%s.scope" % V2_CONTAINERD),
-        "containerd-" + V2_PAUSE[:12]: ("containerd", V2_PAUSE, V2_POD + "/cri-containerd-%s.scope" % V2_PAUSE),
-        "crio-" + CRIO_NAME: ("crio", V2_CRIO, V2_POD2 + "/crio-%s.scope" % V2_CRIO),
+        "k8s-" + V2_CONTAINERD[:12]: ("k8s", V2_CONTAINERD, V2_POD + "/cri-containerd-%s.scope" % V2_CONTAINERD),
+        "k8s-" + V2_PAUSE[:12]: ("k8s", V2_PAUSE, V2_POD + "/cri-containerd-%s.scope" % V2_PAUSE),
+        CRIO_INSTANCE: ("k8s", V2_CRIO, V2_POD2 + "/crio-%s.scope" % V2_CRIO),
         "nspawn-my-box": ("nspawn", "my-box", "/machine.slice/machine-my\\x2dbox.scope"),
     },
     "v1-legacy-single": {
@@ -278,8 +279,41 @@ def test_json_format(passes, tree):
         assert e["interval"] == 10.0
         assert isinstance(e["time"], float) and abs(e["time"] - now) < 300
         assert len(e["values"]) == len(e["dstypes"]) == len(e["dsnames"]) in (1, 2)
-        assert set(e["meta"]) == {"runtime", "container_id", "cgroup"}
-        assert all(isinstance(v, str) for v in e["meta"].values())
+        assert {"runtime", "container_id", "cgroup"} <= set(e["meta"]) <= set(META_KEYS)
+        assert all(isinstance(v, str) and v for v in e["meta"].values())
+
+
+# What each container's runtime state (or, for Kubernetes, its cgroup path) tells beyond
+# runtime, id and cgroup: the same on every value of the container.
+EXTRA_META = {
+    "v2-pure": {
+        "docker-api": {"image": "nginx:1.25"},
+        "podman-db": {},
+        "nspawn-my-box": {},
+        "k8s-" + V2_CONTAINERD[:12]: {"qos": "burstable"},
+        "k8s-" + V2_PAUSE[:12]: {"qos": "burstable"},
+        CRIO_INSTANCE: {"namespace": "default", "pod": "nginx-7c5ddbdf54-x8f9q", "container": "nginx",
+                        "pod_uid": "0a9b8c7d-6e5f-4d3c-b2a1-0f9e8d7c6b5a", "qos": "besteffort"},
+    },
+    "v1-systemd-driver": {
+        "docker-registry": {"image": "registry:2"},
+        "k8s-" + SD_APP[:12]: {"qos": "burstable"},
+        "k8s-" + SD_PAUSE[:12]: {"qos": "burstable"},
+        "k8s-" + SD_GUARANTEED[:12]: {"qos": "guaranteed"},
+    },
+}
+
+
+@pytest.mark.parametrize("tree", sorted(EXTRA_META))
+def test_metadata_from_runtime_state(passes, tree):
+    entries, _ = passes[tree]
+    found = {}
+    for e in entries:
+        extra = {k: v for k, v in e["meta"].items() if k not in ("runtime", "container_id", "cgroup")}
+        found.setdefault(e["plugin_instance"], []).append(extra)
+    assert set(found) == set(EXTRA_META[tree])
+    for instance, metas in found.items():
+        assert all(m == EXTRA_META[tree][instance] for m in metas), instance
 
 
 def test_json_interval_option():
@@ -417,17 +451,17 @@ def test_v2_names_limits_and_no_limit(passes):
     v = fu.values(passes["v2-pure"][0])
     assert v["docker-api"][("memory", "limit")] == 536870912
     assert v["docker-api"][("memory", "swap_limit")] == 536870912
-    assert v["containerd-" + V2_CONTAINERD[:12]][("memory", "limit")] == 268435456
+    assert v["k8s-" + V2_CONTAINERD[:12]][("memory", "limit")] == 268435456
     assert v["podman-db"][("memory", "high")] == 805306368         # a number: dispatched
     for inst, values in v.items():
         if inst != "podman-db":
             assert ("memory", "high") not in values                # "max": not dispatched
-        if inst not in ("docker-api", "containerd-" + V2_CONTAINERD[:12]):
+        if inst not in ("docker-api", "k8s-" + V2_CONTAINERD[:12]):
             assert ("memory", "limit") not in values               # memory.max "max"
     assert v["podman-db"][("count", "pids_limit")] == 2048
     assert v["nspawn-my-box"][("count", "pids_limit")] == 16384
     assert ("count", "pids_limit") not in v["docker-api"]
-    assert v["containerd-" + V2_CONTAINERD[:12]][("derive", "memory_oom_kill")] == 1
+    assert v["k8s-" + V2_CONTAINERD[:12]][("derive", "memory_oom_kill")] == 1
 
 
 def test_v2_container_values_come_from_the_scope_not_its_children(passes):
@@ -625,7 +659,7 @@ def test_file_replaced_by_a_directory(passes, tmp_path, tree, instance, controll
 @pytest.mark.parametrize("tree, instance, controllers", [
     ("hybrid-debian12", "docker-web1", None),           # all of its directories
     ("hybrid-debian12", "lxc-web", ("memory",)),        # only one hierarchy's
-    ("v2-pure", "crio-" + CRIO_NAME, None),
+    ("v2-pure", CRIO_INSTANCE, None),
     ("v1-systemd-driver", "k8s-" + SD_PAUSE[:12], ("pids",)),
 ])
 def test_container_removed_between_discover_and_collect(passes, tmp_path, tree, instance, controllers):
