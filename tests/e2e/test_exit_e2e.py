@@ -232,13 +232,6 @@ def test_runc_container_gets_final_figures(tmp_path):
             stdout.close()
         ticks = int(text.split("TICKS ")[1].split()[0])
         assert final[("duration", "final_cpu")][0] >= ticks / 100.0 - 0.01
-        with open(out) as f:
-            metas = [json.loads(line)["meta"] for line in f if '"docker-job"' in line]
-        labels = inspect["Config"]["Labels"]
-        assert metas and all(m["image"] == inspect["Config"]["Image"] == "ccg-busybox:test" for m in metas)
-        assert all(m["com.docker.compose.project"] == labels["com.docker.compose.project"] == "shop" and
-                   m["com.docker.compose.service"] == labels["com.docker.compose.service"] == "web" and
-                   m["container_id"] == cid and m["runtime"] == "docker" for m in metas)
         assert final[("bytes", "final_disk_write")][0] >= 16 << 20
         assert final[("bytes", "final_net_tx")][0] >= 200000
         assert final[("bytes", "final_net_rx")][0] >= 200000
