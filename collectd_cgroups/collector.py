@@ -205,7 +205,7 @@ class Collector(object):
     def _collect(self, containers, pass_plan, kept, sink):
         results = [] if sink is None else 0
         naming = self.naming
-        naming.begin_pass()
+        naming.begin_pass(containers)
         tracks = self.tracks
         read = self.read_container
         net = self.network.begin() if self.network is not None else None

@@ -130,9 +130,13 @@ class Naming(object):
         self._given = {}        # (container key, inode) -> (name, instance)
         self._holder = {}       # instance -> key of the container holding it (a restart keeps it)
         self._taken = set()     # instances given in this pass
+        self._pass = ()         # the containers of this pass
+        self._live = None       # their keys, made only when a name's holder must be checked
 
-    def begin_pass(self):
+    def begin_pass(self, containers=()):
         self._taken = set()
+        self._pass = containers
+        self._live = None
 
     def name(self, container):
         """The plugin_instance of ``container`` in this pass."""
@@ -163,10 +167,17 @@ class Naming(object):
             return given[1]
         return self._unique(container, set(self._holder), log=False)
 
+    def _holds(self, key):
+        """Whether the container ``key`` is still in this pass: a Kubernetes restart (a new id under the
+        same name) takes the name of the container it replaces, gone in the same interval."""
+        if self._live is None:
+            self._live = set(c.key for c in self._pass)
+        return key in self._live
+
     def _unique(self, container, taken, log=True):
         instance = plugin_instance(container, self.fmt)
         holder = self._holder.get(instance)
-        if instance not in taken and (holder is None or holder == container.key):
+        if instance not in taken and (holder is None or holder == container.key or not self._holds(holder)):
             return instance
         unique = sanitize("%s-%s" % (instance, container.short_id))
         n = 2

@@ -38,8 +38,9 @@ _WRITER = textwrap.dedent("""
 """)
 
 
-def start_collectd(workdir, match, extra=()):
-    """collectd with CollectOnExit, a 60 s interval and the JSON-lines writer; returns (Collectd, path)."""
+def start_collectd(workdir, match, extra=(), base=("CollectOnExit true", "Interval 60")):
+    """collectd with the JSON-lines writer and ``base`` (by default CollectOnExit and a 60 s interval:
+    only final figures matter); returns (Collectd, path)."""
     out = os.path.join(str(workdir), "values.jsonl")
     mod = os.path.join(str(workdir), "writer")
     os.makedirs(mod, exist_ok=True)
@@ -51,7 +52,7 @@ def start_collectd(workdir, match, extra=()):
     # Only this test's containers: other containers on the machine must not get sentinels from it.
     prefix = match.lstrip("^/").split("/")[0]
     cd = harness.Collectd(workdir, modules=[['Match "%s"' % match, 'Ignore "^/(?!%s/)"' % prefix,
-                                             "CollectOnExit true", "Interval 60"] + list(extra)], dropin=drop)
+                                             ] + list(base) + list(extra)], dropin=drop)
     return cd, out
 
 

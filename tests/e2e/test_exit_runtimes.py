@@ -24,6 +24,7 @@ import pytest
 
 from ccg_lab.synthetic import CgroupTree, check_path, read_hierarchies
 from tests.support import collectd_harness as harness
+from tests.support.kernelutil import umount_under
 from tests.e2e.test_exit_e2e import _SCRIPT, _runc_bundle, alive, finals_of, sentinels_in, start_collectd
 
 PODMAN = shutil.which("podman") or "/usr/bin/podman"
@@ -69,22 +70,6 @@ def _assert_figures(final, text):
     assert final[("bytes", "final_net_tx")][0] >= 200000
     assert final[("bytes", "final_net_rx")][0] >= 200000
     assert final[("memory", "max_usage")][0] > 0
-
-
-def _mounts_under(top):
-    """Mount points below ``top`` (deepest first), from this process's mountinfo."""
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = line.split()[4].replace("\\040", " ")
-            if mp == top or mp.startswith(top + "/"):
-                found.append(mp)
-    return sorted(found, key=len, reverse=True)
-
-
-def _umount_under(top):
-    for mp in _mounts_under(top):
-        subprocess.run(["umount", "-l", mp], stderr=subprocess.DEVNULL)
 
 
 # -- podman -----------------------------------------------------------------------------------------------
@@ -184,7 +169,7 @@ def test_podman_container_gets_final_figures(tmp_path):
         if conmon is not None:
             harness.wait_until(lambda: not alive(conmon), 30, what="conmon to exit")
         pm("rmi", "-a", "-f")
-        _umount_under(top)
+        umount_under(top)
         shutil.rmtree(top, ignore_errors=True)
 
 

@@ -23,6 +23,7 @@ import pytest
 from ccg_lab.synthetic import CgroupTree, read_hierarchies
 from collectd_cgroups.root import HostRoot
 from collectd_cgroups.runtimes import podman
+from tests.support.kernelutil import umount_under
 
 PODMAN = shutil.which("podman") or "/usr/bin/podman"
 BUSYBOX = "/bin/busybox"
@@ -97,17 +98,6 @@ def _alive(pid):
         return False
 
 
-def _umount_under(top):
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = line.split()[4].replace("\\040", " ")
-            if mp == top or mp.startswith(top + "/"):
-                found.append(mp)
-    for mp in sorted(found, key=len, reverse=True):
-        subprocess.run(["umount", "-l", mp], stderr=subprocess.DEVNULL)
-
-
 @pytest.fixture(scope="module")
 def world():
     """A container with two labels, a pod with one container, a pod whose hostname is not its name."""
@@ -155,7 +145,7 @@ def world():
         while any(_alive(p) for p in conmons) and time.monotonic() < deadline:
             time.sleep(0.1)
         pm("rmi", "-a", "-f")
-        _umount_under(top)
+        umount_under(top)
         shutil.rmtree(top, ignore_errors=True)
         left = tree.cleanup()
         strays = [mp for mp, was in roots_before.items() if not was and os.path.isdir(mp + "/libpod_parent")]

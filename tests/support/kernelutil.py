@@ -11,6 +11,7 @@ import itertools
 import os
 import re
 import secrets
+import subprocess
 
 import pytest
 
@@ -177,6 +178,23 @@ def mountinfo_cgroups(path="/proc/self/mountinfo"):
                                "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc"):
                         v1.setdefault(opt, mountpoint)
     return v1, v2
+
+
+def mounts_under(top):
+    """Mount points at or below ``top`` (deepest first), from this process's mountinfo."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = line.split()[4].replace("\\040", " ")
+            if mp == top or mp.startswith(top + "/"):
+                found.append(mp)
+    return sorted(found, key=len, reverse=True)
+
+
+def umount_under(top):
+    """Lazily unmount every mount point at or below ``top`` (what a runtime left)."""
+    for mp in mounts_under(top):
+        subprocess.run(["umount", "-l", mp], stderr=subprocess.DEVNULL)
 
 
 def fd_count():

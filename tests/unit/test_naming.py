@@ -9,7 +9,7 @@ def box(name, cid, inode=1, runtime="cgroup"):
 
 
 def one_pass(naming, containers):
-    naming.begin_pass()
+    naming.begin_pass(containers)
     out = [naming.name(c) for c in containers]
     naming.end_pass(containers)
     return out
@@ -49,6 +49,17 @@ def test_a_restart_under_the_same_path_keeps_the_name_and_a_rename_follows():
     assert one_pass(naming, [other, restarted]) == ["cgroup-web-bbbbbbbbbbbb", "cgroup-web"]
     renamed = box("api", "a" * 64, inode=2)
     assert one_pass(naming, [renamed]) == ["cgroup-api"]
+
+
+def test_a_replacement_found_in_the_pass_its_predecessor_left_takes_the_name():
+    """A Kubernetes restart: a new id under the same name, the old container gone in the same interval
+    (so the pass has as many containers as the last one)."""
+    naming = Naming("{runtime}-{name}")
+    old, other = box("app", "a" * 64), box("db", "d" * 64)
+    assert one_pass(naming, [old, other]) == ["cgroup-app", "cgroup-db"]
+    new = box("app", "c" * 64)
+    assert one_pass(naming, [new, other]) == ["cgroup-app", "cgroup-db"]
+    assert one_pass(naming, [other, new]) == ["cgroup-db", "cgroup-app"]
 
 
 def test_meta_groups_adds_the_host_interface_only_to_interface_values():

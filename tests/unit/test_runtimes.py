@@ -168,16 +168,18 @@ def test_containerd_namespaces_and_dockerd_private_state(tmp_path):
     assert resolver(tmp_path, containerd_states=("/srv/ctrd",)).lookup("k8s", H2).name == "n_p_c"
 
 
-@pytest.mark.skipif(not os.path.exists(FIXTURES), reason="captured containerd bundles not there yet")
 def test_captured_containerd_bundles():
-    """config.json files as containerd 1.6's CRI plugin wrote them (tests/fixtures/containerd-cri)."""
+    """config.json files as containerd 1.6's CRI plugin wrote them (tests/fixtures/containerd-cri,
+    captured by its capture.py from a real containerd)."""
     with open(os.path.join(FIXTURES, "container-config.json")) as f:
         found = json.load(f)["annotations"]
     meta = oci.from_containerd(found)
-    assert meta.in_pod and not meta.sandbox and meta.name == "%s_%s_%s" % (
-        meta.namespace, meta.pod, meta.container)
+    assert meta.in_pod and not meta.sandbox
+    assert (meta.name, meta.namespace, meta.pod, meta.container, meta.pod_uid, meta.image) == (
+        "shop_web-1_app", "shop", "web-1", "app", "0b5c3f7e-1d2a-4e6b-9c8d-7a6f5e4d3c2b", "ccg.test/busybox:1")
     with open(os.path.join(FIXTURES, "sandbox-config.json")) as f:
-        assert oci.from_containerd(json.load(f)["annotations"]).sandbox
+        sandbox = oci.from_containerd(json.load(f)["annotations"])
+    assert sandbox.sandbox and (sandbox.namespace, sandbox.pod) == ("shop", "web-1")
 
 
 # -- CRI-O ---------------------------------------------------------------------------------
