@@ -6,7 +6,7 @@ container as ``k8s-<namespace>_<pod>_<container>`` from the first pass, the paus
 pod as ``k8spod-<namespace>_<pod>`` with its network; names and meta from the bundles containerd wrote;
 CPU compared with the processes' own /proc/<pid>/stat, the pod's interface counters with the pod's own
 /proc/<pid>/net/dev; a restarted container (attempt 1, a new id) keeps its name; a stopped container
-gets its final figures.
+and a finished pod get their final figures (cgroup v1: on v2 a pod's own cgroup cannot hold a process).
 """
 
 import json
@@ -102,6 +102,7 @@ def test_kubernetes_node(tmp_path):
                 return {n: r["values"][0] / 100.0 for n, r in got.items()}
             time.sleep(2.5)
             cpu = harness.wait_until(cpu_settled, 20, what="cpu-total of every container and the pod")
+            print("cpu-total s %s; their processes' ticks %s; pod eth0 rx/tx %s" % (cpu, {names[c]: t for c, t in ticks.items()}, net))
             for cid, name in names.items():
                 assert cpu[name] >= ticks[cid] / float(CLK_TCK) - 0.01, (name, cpu[name], ticks[cid])
             web_sum = cpu["k8s-shop_web-1_app"] + cpu["k8s-shop_web-1_sidecar"]
@@ -140,4 +141,13 @@ def test_kubernetes_node(tmp_path):
                 what="values of the restarted container")
             assert {r["instance"] for r in _rows(out) if r["meta"].get("container_id") == again} == \
                 {"k8s-shop_web-1_app"}
+
+            # A finished pod (a Job's, say) gets final figures of its own: at least its container's CPU.
+            lab.cri.stop_container(dbc, timeout=2)
+            lab.cri.stop_pod_sandbox(db)
+            final_pod = harness.wait_until(
+                lambda: (lambda f: f if ("duration", "final_cpu") in f else None)(finals_of(out, "k8spod-data_db-0")),
+                30, what="final figures of the pod k8spod-data_db-0")
+            assert final_pod[("duration", "final_cpu")][0] >= ticks[dbc] / float(CLK_TCK) - 0.01
+            assert final_pod[("memory", "max_usage")][0] > 0
             assert cd.read_failures() == []
