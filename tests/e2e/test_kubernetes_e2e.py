@@ -102,7 +102,8 @@ def test_kubernetes_node(tmp_path):
                 return {n: r["values"][0] / 100.0 for n, r in got.items()}
             time.sleep(2.5)
             cpu = harness.wait_until(cpu_settled, 20, what="cpu-total of every container and the pod")
-            print("cpu-total s %s; their processes' ticks %s; pod eth0 rx/tx %s" % (cpu, {names[c]: t for c, t in ticks.items()}, net))
+            print("cpu-total s %s; their processes' ticks %s; pod eth0 rx/tx %s"
+                  % (cpu, dict((names[c], t) for c, t in ticks.items()), net))
             for cid, name in names.items():
                 assert cpu[name] >= ticks[cid] / float(CLK_TCK) - 0.01, (name, cpu[name], ticks[cid])
             web_sum = cpu["k8s-shop_web-1_app"] + cpu["k8s-shop_web-1_sidecar"]
