@@ -12,7 +12,7 @@ SYSPY      := /usr/bin/python3
 APT_PKGS   := collectd-core collectd-utils libpython3.11 libyajl2 python3-venv iproute2 procps qemu-system-x86 busybox-static python3-cffi runc docker.io podman lxc crun containerd containernetworking-plugins
 PYTEST_ARGS ?=
 
-.PHONY: deps venv run demo test test-unit clean bench bench-deps
+.PHONY: deps venv run demo test test-unit clean bench bench-deps deb
 
 # Debian packages, installed only when missing.
 deps:
@@ -70,6 +70,11 @@ bench-deps:
 
 bench: venv bench-deps
 	$(PY) tests/bench/run.py $(BENCH_ARGS)
+
+# The Debian package (packaging/debian/: debhelper + dh-python), checked by lintian; installs its build
+# dependencies (as root) and prints the path of the .deb.
+deb:
+	packaging/build-deb.sh $(BUILD)/deb
 
 clean:
 	rm -rf $(BUILD) $(VENV) *.egg-info

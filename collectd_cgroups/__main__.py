@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 
-from . import containers, identifiers, sentinel
+from . import __version__, containers, identifiers, sentinel
 from .collector import GROUPS, Collector
 from .config import Options
 
@@ -25,6 +25,7 @@ def _parse_args(argv):
     p = argparse.ArgumentParser(
         prog="collectd-cgroups",
         description="One collection pass over every container cgroup; prints what the collectd plugin would dispatch.")
+    p.add_argument("--version", action="version", version="%(prog)s " + __version__)
     p.add_argument("--json", action="store_true", help="print collectd's JSON format")
     p.add_argument("--root", default="/", metavar="DIR", help="read DIR/proc and DIR/sys/fs/cgroup (default /)")
     p.add_argument("--pid", type=int, help="only the container this process belongs to")

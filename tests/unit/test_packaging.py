@@ -1,10 +1,11 @@
-"""The shipped artefacts: the wheel, the Debian package, the console script, the drop-in block.
+"""The shipped artefacts: the wheel, the Debian package's metadata, the console script, the drop-in block.
 
-The wheel and the .deb ship exactly the ``collectd_cgroups`` package of the source tree (every .py file,
-byte for byte), plus their console script and metadata: no lab (``ccg_lab/``), no tests, and no shipped
-file names ``process_api`` (this machine's cgroup that nothing may touch: only lab and test code may
-name it).  Both are built here without root and without the network (the wheel from a copy of the
-checkout, with the venv's setuptools and wheel: ``pip wheel --no-build-isolation --no-index``).
+The wheel ships exactly the ``collectd_cgroups`` package of the source tree (every .py file, byte for
+byte), plus its console script and metadata: no lab (``ccg_lab/``), no tests, and no shipped file names
+``process_api`` (this machine's cgroup that nothing may touch: only lab and test code may name it).  It is
+built here without root and without the network (from a copy of the checkout, with the venv's setuptools
+and wheel: ``pip wheel --no-build-isolation --no-index``).  The Debian package is built, linted, installed
+and purged in tests/e2e/test_debian_package.py (root: it needs its build dependencies and dpkg).
 """
 
 import configparser
@@ -16,20 +17,16 @@ import zipfile
 
 import pytest
 
+from collectd_cgroups import __version__ as VERSION     # setup.cfg: version = attr: (checked below)
 from tests.support import CHECKOUT
 
 PACKAGE = "collectd_cgroups"
 FORBIDDEN = b"process_api"
 CONFIG = configparser.ConfigParser()
 CONFIG.read(os.path.join(CHECKOUT, "setup.cfg"))
-VERSION = CONFIG["metadata"]["version"]
 DIST_INFO = "collectd_cgroups-%s.dist-info" % VERSION
 #: what a wheel carries besides the package
-DIST_INFO_FILES = {"METADATA", "WHEEL", "entry_points.txt", "top_level.txt", "RECORD"}
-#: what the .deb carries besides the package
-DEB_EXTRAS = {"usr/bin/collectd-cgroups", "usr/share/doc/collectd-cgroups/README.rst",
-              "usr/share/doc/collectd-cgroups/examples/collectd-cgroups.conf"}
-DEB_SITE = "usr/lib/python3/dist-packages"
+DIST_INFO_FILES = {"METADATA", "WHEEL", "entry_points.txt", "top_level.txt", "RECORD", "LICENSE"}
 
 
 def package_files():
@@ -102,63 +99,32 @@ def test_wheel_names_no_process_api(wheel):
     assert not naming_forbidden(wheel), "shipped files that name process_api: %s" % naming_forbidden(wheel)
 
 
-# -- the Debian package ------------------------------------------------------------------------------------------
+# -- the Debian package's metadata (the package itself: tests/e2e/test_debian_package.py) -----------------------
 
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory):
-    if shutil.which("dpkg-deb") is None:
-        pytest.skip("dpkg-deb (Debian's dpkg) is not installed")
-    tmp = tmp_path_factory.mktemp("deb")
-    out = subprocess.run([os.path.join(CHECKOUT, "packaging", "build-deb.sh"), str(tmp)],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    path = out.stdout.strip()
-    root = tmp / "root"
-    subprocess.run(["dpkg-deb", "-x", path, str(root)], check=True)
-    files = {}
-    for directory, _, names in os.walk(str(root)):
-        for name in names:
-            full = os.path.join(directory, name)
-            with open(full, "rb") as f:
-                files[os.path.relpath(full, str(root))] = f.read()
-    control = subprocess.run(["dpkg-deb", "-f", path], capture_output=True, check=True).stdout
-    return path, root, files, control
+DEBIAN = os.path.join(CHECKOUT, "packaging", "debian")
 
 
-def test_debian_package_installs_an_importable_module(deb, tmp_path):
-    path, root, _, _ = deb
-    assert os.path.basename(path).startswith("collectd-cgroups_") and path.endswith("_all.deb")
-    fields = subprocess.run(["dpkg-deb", "-f", path, "Package", "Depends"], capture_output=True, text=True).stdout
-    assert "Package: collectd-cgroups" in fields and "collectd-core" in fields
-    dist = root / DEB_SITE
-    assert (dist / "collectd_cgroups/plugin.py").is_file()
-    assert (dist / "collectd_cgroups/readers/memory.py").is_file()
-    assert (root / "usr/share/doc/collectd-cgroups/examples/collectd-cgroups.conf").is_file()
-    # Debian's interpreter (the one collectd embeds) imports it from the package's location.
-    env = dict(os.environ, PYTHONPATH=str(dist))
-    run = subprocess.run(["/usr/bin/python3", "-c",
-                          "import collectd_cgroups.__main__ as m, sys; sys.exit(m.main(['--layout']))"],
-                         capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=60)
-    assert run.returncode == 0, run.stderr
-    assert "cgroup layout:" in run.stdout
-    script = (root / "usr/bin/collectd-cgroups").read_text()
-    assert script.startswith("#!/usr/bin/python3")
+def test_one_version_for_setup_cfg_the_package_and_the_changelog():
+    assert CONFIG["metadata"]["version"] == "attr: collectd_cgroups.__version__"
+    with open(os.path.join(DEBIAN, "changelog")) as f:
+        top = f.readline()
+    assert top.startswith("collectd-cgroups (%s) " % VERSION), top
 
 
-def test_debian_package_ships_exactly_the_package_script_and_docs(deb):
-    _, _, files, _ = deb
-    expected = {"%s/%s" % (DEB_SITE, rel) for rel in package_files()} | DEB_EXTRAS
-    shipped = set(files)
-    assert not shipped - expected, "the .deb ships more: %s" % sorted(shipped - expected)
-    assert not expected - shipped, "the .deb lacks: %s" % sorted(expected - shipped)
-    for rel in package_files():
-        assert files["%s/%s" % (DEB_SITE, rel)] == source_bytes(rel), "%s differs from the source tree" % rel
-
-
-def test_debian_package_names_no_process_api(deb):
-    _, _, files, control = deb
-    bad = naming_forbidden(dict(files, DEBIAN_control=control))
-    assert not bad, "shipped files that name process_api: %s" % bad
+def test_license_file_and_debian_copyright_agree():
+    """setup.cfg says MIT; LICENSE carries its text; debian/copyright names it Expat (Debian's name for
+    it) with the same text."""
+    assert CONFIG["metadata"]["license"] == "MIT"
+    with open(os.path.join(CHECKOUT, "LICENSE")) as f:
+        license_text = f.read()
+    with open(os.path.join(DEBIAN, "copyright")) as f:
+        copyright_text = f.read()
+    assert license_text.startswith("MIT License\n")
+    assert "License: Expat\n" in copyright_text
+    body = license_text.split("Permission is hereby granted", 1)[1]
+    debian_body = copyright_text.split("Permission is hereby granted", 1)[1]
+    words = lambda text: [w for w in text.split() if w != "."]
+    assert words(debian_body) == words(body)
 
 
 # -- the console script and the drop-in block ---------------------------------------------------------------
