@@ -9,10 +9,10 @@ PY         := $(VENV)/bin/python
 BUILD      := $(SRC)/build
 # Debian's interpreter: the one collectd embeds (libpython3.11), not whatever python3 is first on PATH.
 SYSPY      := /usr/bin/python3
-APT_PKGS   := collectd-core collectd-utils libpython3.11 libyajl2 python3-venv iproute2 procps qemu-system-x86 busybox-static python3-cffi runc docker.io podman lxc crun containerd containernetworking-plugins
+APT_PKGS   := collectd-core collectd-utils libpython3.11 libyajl2 python3-venv iproute2 procps qemu-system-x86 busybox-static python3-cffi runc docker.io podman lxc crun containerd containernetworking-plugins graphite-carbon graphite-web python3-whisper
 PYTEST_ARGS ?=
 
-.PHONY: deps venv run demo test test-unit clean bench bench-deps deb
+.PHONY: deps venv run demo graphite test test-unit clean bench bench-deps deb
 
 # Debian packages, installed only when missing.
 deps:
@@ -40,6 +40,11 @@ run: venv $(BUILD)/collectd.conf
 	@echo "collectd in the foreground with $(BUILD)/collectd.conf (Ctrl-C stops it)."
 	@echo "No containers on this host? Run 'make demo' in another terminal."
 	exec /usr/sbin/collectd -f -C $(BUILD)/collectd.conf
+
+# `make run` with Graphite: Debian's carbon-cache and graphite-web on 127.0.0.1 (private configuration and
+# storage under build/graphite), collectd writing to them with write_graphite.  Lab code, from the checkout.
+graphite: venv $(BUILD)/collectd.conf
+	cd $(SRC) && $(PY) -m ccg_lab.graphite $(BUILD) $(BUILD)/collectd.conf
 
 # The demo is lab code (ccg_lab/, not installed): run from the checkout so that the package is found.
 demo: venv

@@ -3,7 +3,9 @@
 - :mod:`ccg_lab.synthetic`: synthetic containers (cgroups with real processes in them) for the tests,
   the benchmark (tests/bench/) and the demo;
 - :mod:`ccg_lab.demo`: ``make demo`` (``python -m ccg_lab.demo`` from the checkout), demo containers
-  for a host without any.
+  for a host without any;
+- :mod:`ccg_lab.graphite`: Debian's carbon-cache, whisper tools and graphite-web, private to a work
+  directory, for the tests and ``make graphite``.
 
 It uses the product (``collectd_cgroups``) like any other client, through absolute imports; the product
 never imports it.

@@ -51,6 +51,13 @@ HOST_INTERFACE_META = "host_interface"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:+@=,-]")
 
 
+def graphite_key(instance):
+    """What ``instance`` becomes in a Graphite path: write_graphite turns '.' (and whitespace and control
+    characters, which :func:`sanitize` already turned into '_') into its EscapeCharacter, '_' by default.
+    Two instances with the same key would merge into one series there, so Naming keeps keys apart."""
+    return instance.replace(".", "_")
+
+
 def sanitize(text, limit=MAX_NAME):
     """A valid collectd name part: no '/', control characters or whitespace,
     at most ``limit`` characters.  Long names keep their start and gain a
@@ -116,7 +123,9 @@ class Naming(object):
 
     A container keeps the instance it had as long as it is found under the same name: a new container
     whose formatted instance another live container holds gets ``<instance>-<short id>`` (and
-    ``-<short id>-<n>`` after that), whatever order the next passes find them in.
+    ``-<short id>-<n>`` after that), whatever order the next passes find them in.  "Holds" is judged on
+    :func:`graphite_key`: ``eco.app.v1`` and ``eco_app_v1`` are one series in Graphite, so the second of
+    them gets the suffix too (other writers keep the dots).
 
     Passes (:meth:`begin_pass`, :meth:`name`, :meth:`end_pass`) run on one thread; :meth:`instance_of`
     may be called from another (the exit watcher): it only reads dictionaries, which passes update item
@@ -128,8 +137,8 @@ class Naming(object):
         self.fmt = fmt
         self.warn_once = warn_once
         self._given = {}        # (container key, inode) -> (name, instance)
-        self._holder = {}       # instance -> key of the container holding it (a restart keeps it)
-        self._taken = set()     # instances given in this pass
+        self._holder = {}       # graphite_key(instance) -> key of the container holding it (a restart keeps it)
+        self._taken = set()     # graphite_key() of the instances given in this pass
         self._pass = ()         # the containers of this pass
         self._live = None       # their keys, made only when a name's holder must be checked
 
@@ -142,13 +151,13 @@ class Naming(object):
         """The plugin_instance of ``container`` in this pass."""
         me = (container.key, container.inode)
         given = self._given.get(me)
-        if given is not None and given[0] == container.name and given[1] not in self._taken:
+        if given is not None and given[0] == container.name and graphite_key(given[1]) not in self._taken:
             instance = given[1]
         else:
             instance = self._unique(container, self._taken)
             self._given[me] = (container.name, instance)
-            self._holder[instance] = container.key
-        self._taken.add(instance)
+            self._holder[graphite_key(instance)] = container.key
+        self._taken.add(graphite_key(instance))
         return instance
 
     def end_pass(self, containers):
@@ -156,7 +165,7 @@ class Naming(object):
         if len(self._given) > len(containers):
             live = set((c.key, c.inode) for c in containers)
             self._given = dict((k, v) for k, v in self._given.items() if k in live)
-            self._holder = dict((v[1], k[0]) for k, v in self._given.items())
+            self._holder = dict((graphite_key(v[1]), k[0]) for k, v in self._given.items())
 
     def instance_of(self, container):
         """The instance ``container``'s values went out under; for one never named yet, the one a pass
@@ -176,12 +185,15 @@ class Naming(object):
 
     def _unique(self, container, taken, log=True):
         instance = plugin_instance(container, self.fmt)
-        holder = self._holder.get(instance)
-        if instance not in taken and (holder is None or holder == container.key or not self._holds(holder)):
+        key = graphite_key(instance)
+        holder = self._holder.get(key)
+        if key not in taken and (holder is None or holder == container.key or not self._holds(holder)):
             return instance
         unique = sanitize("%s-%s" % (instance, container.short_id))
         n = 2
-        while unique in taken or self._holder.get(unique, container.key) != container.key:   # Match ids are paths: they collide too
+        # Match ids are paths: short ids collide too.
+        while (graphite_key(unique) in taken
+               or self._holder.get(graphite_key(unique), container.key) != container.key):
             unique = sanitize("%s-%s-%d" % (instance, container.short_id, n))
             n += 1
         if log and self.warn_once is not None:

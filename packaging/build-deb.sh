@@ -1,8 +1,9 @@
 #!/bin/sh
 # Build the Debian package the Debian way and check it:
 #   packaging/build-deb.sh [OUTDIR]        (default build/deb; `make deb` runs it)
-# A native source tree of the product alone (setup.cfg, pyproject.toml, collectd_cgroups/, conf/, README.rst,
-# LICENSE, and packaging/debian/ as debian/) is staged under OUTDIR/src, built with dpkg-buildpackage
+# A native source tree of the product alone (setup.cfg, pyproject.toml, collectd_cgroups/, the block and the
+# Grafana dashboard of conf/, README.rst, LICENSE, and packaging/debian/ as debian/) is staged under
+# OUTDIR/src, built with dpkg-buildpackage
 # (debhelper + dh-python/pybuild), and checked with lintian, which must report no error and no warning.
 # Missing build dependencies (from debian/control, with apt-get build-dep) and lintian are installed when run
 # as root.  Prints the path of the .deb.
@@ -21,9 +22,10 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 tree=$out/src/collectd-cgroups-$version
 rm -rf "$out/src"
-mkdir -p "$tree/conf"
+mkdir -p "$tree/conf/grafana"
 (cd "$src" && cp -p setup.cfg pyproject.toml README.rst LICENSE "$tree/")
 cp -p "$src/conf/collectd-cgroups.conf" "$tree/conf/"
+cp -p "$src/conf/grafana/collectd-cgroups.json" "$tree/conf/grafana/"
 # The package's .py files only: no bytecode, no lab (ccg_lab/), no tests.
 (cd "$src" && find collectd_cgroups -name '*.py' ! -path '*/__pycache__/*') | while read -r f; do
     mkdir -p "$tree/$(dirname "$f")"

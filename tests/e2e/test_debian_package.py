@@ -206,15 +206,18 @@ def test_package_is_lintian_clean_and_ships_the_package(built, tmp_path):
         with open(os.path.join(CHECKOUT, rel), "rb") as a, open(os.path.join(str(root), SITE[1:], rel), "rb") as b:
             assert a.read() == b.read(), "%s differs from the source tree" % rel
     others = [p for p in shipped if not p.startswith(SITE[1:] + "/collectd_cgroups")]
-    assert sorted(others) == ["etc/collectd/collectd-cgroups.conf", "usr/bin/collectd-cgroups",
+    assert sorted(others) == sorted(["etc/collectd/collectd-cgroups.conf", "usr/bin/collectd-cgroups",
                               "usr/share/doc/collectd-cgroups/README.rst.gz",
                               "usr/share/doc/collectd-cgroups/changelog.gz",
                               "usr/share/doc/collectd-cgroups/copyright",
-                              "usr/share/man/man1/collectd-cgroups.1.gz"], others
+                              "usr/share/man/man1/collectd-cgroups.1.gz",
+                              "usr/share/collectd-cgroups/grafana/collectd-cgroups.json"]), others
     assert not [p for p in shipped if p.endswith((".pyc", ".pyo")) or "ccg_lab" in p or p.startswith("tests")]
-    with open(os.path.join(CHECKOUT, "conf", "collectd-cgroups.conf"), "rb") as a, \
-            open(os.path.join(str(root), "etc/collectd/collectd-cgroups.conf"), "rb") as b:
-        assert a.read() == b.read()
+    for source, installed_as in (("conf/collectd-cgroups.conf", "etc/collectd/collectd-cgroups.conf"),
+                                 ("conf/grafana/collectd-cgroups.json",
+                                  "usr/share/collectd-cgroups/grafana/collectd-cgroups.json")):
+        with open(os.path.join(CHECKOUT, source), "rb") as a, open(os.path.join(str(root), installed_as), "rb") as b:
+            assert a.read() == b.read(), installed_as
     control = tmp_path / "control"
     run(["dpkg-deb", "-e", built.current, str(control)])
     assert (control / "conffiles").read_text().split() == ["/etc/collectd/collectd-cgroups.conf"]

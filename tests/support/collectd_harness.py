@@ -91,8 +91,11 @@ def plugin_config(modules=((),), module_path=CHECKOUT, dropin=None):
     return text[:start] + "".join(copies) + text[end:]
 
 
-def collectd_config(workdir, modules=((),), interval=1, log_level="info", dropin=None):
-    """A whole collectd.conf for a test in ``workdir``; returns its text."""
+def collectd_config(workdir, modules=((),), interval=1, log_level="info", dropin=None, hostname=HOSTNAME,
+                    extra="", plugin=True):
+    """A whole collectd.conf for a test in ``workdir``; returns its text.  ``extra``: more configuration
+    (writers, the network plugin) before the plugin's block; ``plugin=False``: no plugin at all (a
+    central collectd that only receives)."""
     paths = Paths(workdir)
     head = """\
 # Written by tests/support/collectd_harness.py
@@ -122,9 +125,9 @@ LoadPlugin csv
   StoreRates false
 </Plugin>
 
-""".format(host=HOSTNAME, base=paths.base, pidfile=paths.pidfile, interval=interval, level=log_level,
+""".format(host=hostname, base=paths.base, pidfile=paths.pidfile, interval=interval, level=log_level,
            log=paths.log, sock=paths.sock, data=paths.data)
-    return head + plugin_config(modules, dropin=dropin)
+    return head + extra + (plugin_config(modules, dropin=dropin) if plugin else "")
 
 
 class Paths(object):
@@ -226,9 +229,9 @@ def identifier(instance, type_instance, host=HOSTNAME, plugin=PLUGIN):
 class Collectd(object):
     """``collectd -f -C <conf>`` for one test; a context manager."""
 
-    def __init__(self, workdir, modules=((),), interval=1, log_level="info", dropin=None):
+    def __init__(self, workdir, modules=((),), interval=1, log_level="info", dropin=None, **config):
         self.paths = write_config(workdir, modules=modules, interval=interval, log_level=log_level,
-                                  dropin=dropin)
+                                  dropin=dropin, **config)
         self.interval = interval
         self.proc = None
 

@@ -27,6 +27,22 @@ def test_a_collision_gets_the_short_id_and_names_stay_whatever_the_order():
     assert one_pass(naming, [c, b, a]) == ["cgroup-web-cccccccccccc", "cgroup-web-bbbbbbbbbbbb", "cgroup-web"]
 
 
+def test_names_that_graphite_would_merge_are_kept_apart_whatever_the_order():
+    """write_graphite turns '.' into '_': ``eco.app.v1`` and ``eco_app_v1`` would be one series there.  The
+    second of them gets the short id; both keep their own spelling (CSV and RRD keep the dots)."""
+    naming = Naming("{runtime}-{name}")
+    dotted, plain = box("eco.app.v1", "a" * 64), box("eco_app_v1", "b" * 64)
+    assert one_pass(naming, [dotted, plain]) == ["cgroup-eco.app.v1", "cgroup-eco_app_v1-bbbbbbbbbbbb"]
+    assert one_pass(naming, [plain, dotted]) == ["cgroup-eco_app_v1-bbbbbbbbbbbb", "cgroup-eco.app.v1"]
+    # Started in the other order, the other one holds the name.
+    naming = Naming("{runtime}-{name}")
+    assert one_pass(naming, [plain]) == ["cgroup-eco_app_v1"]
+    assert one_pass(naming, [dotted, plain]) == ["cgroup-eco.app.v1-aaaaaaaaaaaa", "cgroup-eco_app_v1"]
+    # Once the holder goes, the name is free again.
+    assert one_pass(naming, [dotted]) == ["cgroup-eco.app.v1-aaaaaaaaaaaa"]
+    assert one_pass(naming, [box("eco.app.v1", "c" * 64)]) == ["cgroup-eco.app.v1"]
+
+
 def test_instance_of_is_the_live_name_and_survives_until_the_container_is_no_longer_found():
     naming = Naming("{runtime}")
     a, b = box("one", "a" * 64), box("two", "b" * 64)
