@@ -19,17 +19,22 @@ namespace and veth (``NetLab``), doing CPU, network and O_DIRECT block I/O work 
 import json
 import os
 import re
+import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 
 import pytest
 
+from ccg_lab.graphite import Carbon, GraphiteWeb
+from ccg_lab.synthetic import CgroupTree
 from collectd_cgroups.identifiers import TYPES
 from tests.support import CHECKOUT
-from tests.support.collectd_harness import HOSTNAME, Collectd, wait_until
-from ccg_lab.graphite import Carbon, GraphiteWeb
+from tests.support.collectd_harness import HOSTNAME, Collectd, wait_until, write_config
 from tests.support.netnsutil import NetLab, proc_net_dev
 
 DASHBOARD = os.path.join(CHECKOUT, "conf", "grafana", "collectd-cgroups.json")
@@ -309,7 +314,6 @@ def network_listener(port, authfile):
 
 
 def free_udp_port():
-    import socket
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -350,3 +354,46 @@ def test_two_hosts_forward_encrypted_to_a_central_collectd_and_a_stranger_is_rej
               % (landed, [l for l in log.splitlines() if "network" in l.lower()][:3]))
         assert landed == ["ccg-a", "ccg-b"], landed
         assert re.search(r"(?i)hash mismatch|decrypt|unknown user|ignor", log), log
+
+
+# -- make graphite ---------------------------------------------------------------------------------------------
+
+def test_make_graphite_shows_a_container_in_graphite_web(tmp_path):
+    """What ``make graphite`` runs (``python -m ccg_lab.graphite BUILD CONF``), with a test configuration in
+    place of the demo's: the container's values reach graphite-web at the address it prints, and SIGTERM
+    stops carbon, graphite-web and collectd."""
+    with CgroupTree("ccg-graphite-%s" % secrets.token_hex(4)) as tree:
+        tree.container("app").spawn(cpu_seconds=0.1).wait_ready()
+        conf = write_config(str(tmp_path / "collectd"), interval=1,
+                            modules=[['Match "^/%s/(?P<name>[^/]+)$"' % re.escape(tree.prefix)]]).conf
+        build = str(tmp_path / "build")
+        run = subprocess.Popen([os.path.join(CHECKOUT, ".venv", "bin", "python"), "-m", "ccg_lab.graphite",
+                                build, conf], cwd=CHECKOUT, stdout=subprocess.PIPE, text=True,
+                               start_new_session=True)
+        try:
+            lines = [run.stdout.readline() for _ in range(3)]
+            url = re.search(r"(http://127\.0\.0\.1:\d+)/render", lines[1]).group(1)
+            target = "%s.container-cgroup-app.cpu-total" % HOSTNAME
+            wanted = os.path.join(build, "graphite", "carbon", "whisper", HOSTNAME, "container-cgroup-app",
+                                  "cpu-total.wsp")
+            wait_until(lambda: os.path.exists(wanted), 30, what=wanted)
+
+            def rendered():
+                with urllib.request.urlopen("%s/render?target=%s&format=json&from=-5min" % (url, target)) as r:
+                    series = json.loads(r.read())
+                return [v for s in series for v, _ in s["datapoints"] if v is not None]
+            points = wait_until(rendered, 30, what="%s from graphite-web" % target)
+            print("make graphite: %s at %s: %s" % (target, url, points[-3:]))
+        finally:
+            os.kill(run.pid, signal.SIGTERM)
+            rc = run.wait(timeout=60)
+        assert rc == 0
+        left = []
+        for pid in os.listdir("/proc"):
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    if str(tmp_path).encode() in f.read():
+                        left.append(pid)
+            except OSError:
+                pass
+        assert not left, "processes of the run left: %s" % left
