@@ -5,7 +5,8 @@
 - :mod:`ccg_lab.demo`: ``make demo`` (``python -m ccg_lab.demo`` from the checkout), demo containers
   for a host without any;
 - :mod:`ccg_lab.graphite`: Debian's carbon-cache, whisper tools and graphite-web, private to a work
-  directory, for the tests and ``make graphite``.
+  directory, for the tests and ``make graphite``;
+- :mod:`ccg_lab.procs`: stopping a process by its PID and polling, for the lab and tests/support.
 
 It uses the product (``collectd_cgroups``) like any other client, through absolute imports; the product
 never imports it.

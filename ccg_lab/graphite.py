@@ -51,6 +51,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from ccg_lab import procs
+
 SYSPY = "/usr/bin/python3"
 CARBON_CACHE = "/usr/bin/carbon-cache"
 WHISPER_FETCH = "/usr/bin/whisper-fetch"
@@ -101,46 +103,12 @@ def clean_env(workdir, **extra):
 
 
 def wait_until(predicate, timeout=20.0, pause=0.1, what="condition"):
-    """Poll ``predicate`` until it returns something true (returned), at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last_error = None
-    while True:
-        try:
-            result = predicate()
-            if result:
-                return result
-        except (OSError, ValueError) as e:
-            last_error = e
-        if time.monotonic() >= deadline:
-            raise LabError("timed out after %ss waiting for %s%s"
-                           % (timeout, what, "; last error: %r" % (last_error,) if last_error else ""))
-        time.sleep(pause)
+    """Poll ``predicate`` until it returns something true (returned); LabError after ``timeout`` seconds."""
+    return procs.wait_until(predicate, timeout, pause, what, error=LabError)
 
 
-def _read(path):
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
-
-
-def _terminate(proc, timeout):
-    """SIGTERM to this process's PID, SIGKILL after ``timeout`` seconds; reap it."""
-    if proc.poll() is not None:
-        return proc.returncode
-    try:
-        os.kill(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.kill(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        return proc.wait(timeout=10)
+_read = procs.read_text
+_terminate = procs.terminate
 
 
 class _Daemon(object):

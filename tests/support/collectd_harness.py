@@ -27,10 +27,10 @@ import datetime
 import glob
 import os
 import re
-import signal
 import subprocess
 import time
 
+from ccg_lab import procs
 from tests.support import CHECKOUT
 
 DROPIN = os.path.join(CHECKOUT, "conf", "collectd-cgroups.conf")
@@ -154,12 +154,8 @@ def write_config(workdir, **kwargs):
     return paths
 
 
-def _read(path):
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
+_read = procs.read_text
+_terminate = procs.terminate
 
 
 def run_test_mode(workdir, timeout=120, **kwargs):
@@ -178,43 +174,14 @@ def run_test_mode(workdir, timeout=120, **kwargs):
     return proc.returncode, out.decode(errors="replace") + "\n--- log ---\n" + _read(paths.log)
 
 
-def _terminate(proc, timeout):
-    """SIGTERM to this process's PID, SIGKILL after ``timeout`` seconds; reap it."""
-    if proc.poll() is not None:
-        return proc.returncode
-    try:
-        os.kill(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.kill(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        return proc.wait(timeout=10)
-
-
 # --------------------------------------------------------------------------------------------------------
 # Waiting
 
 
 def wait_until(predicate, timeout=20.0, pause=0.2, what="condition"):
     """Poll ``predicate`` until it returns something true (returned), at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last_error = None
-    while True:
-        try:
-            result = predicate()
-            if result:
-                return result
-        except (OSError, ValueError, HarnessError) as e:
-            last_error = e
-        if time.monotonic() >= deadline:
-            raise HarnessError("timed out after %ss waiting for %s%s"
-                               % (timeout, what, "; last error: %r" % (last_error,) if last_error else ""))
-        time.sleep(pause)
+    return procs.wait_until(predicate, timeout, pause, what, error=HarnessError,
+                            retry_on=(OSError, ValueError, HarnessError))
 
 
 # --------------------------------------------------------------------------------------------------------
