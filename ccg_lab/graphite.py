@@ -152,6 +152,14 @@ class _Daemon(object):
     def output(self):
         return _read(self.out_path)
 
+    def log(self):
+        """Its output, then every file of its log directory (carbon in --nodaemon mode logs to stdout)."""
+        text = self.output()
+        if os.path.isdir(self.log_dir):
+            for name in sorted(os.listdir(self.log_dir)):
+                text += "\n--- %s ---\n%s" % (name, _read(os.path.join(self.log_dir, name)))
+        return text
+
     def stop(self, timeout=10):
         """SIGTERM to the PID, SIGKILL after ``timeout``; returns the exit status (None if never started)."""
         if self.proc is None:
@@ -278,14 +286,6 @@ class Carbon(_Daemon):
             self.stop()
             raise
         return self
-
-    def log(self):
-        """stdout and carbon's log files (in --nodaemon mode carbon logs to stdout)."""
-        text = self.output()
-        if os.path.isdir(self.log_dir):
-            for name in sorted(os.listdir(self.log_dir)):
-                text += "\n--- %s ---\n%s" % (name, _read(os.path.join(self.log_dir, name)))
-        return text
 
     # -- writing
 
@@ -508,13 +508,6 @@ class GraphiteWeb(_Daemon):
             self.stop()
             raise
         return self
-
-    def log(self):
-        text = self.output()
-        if os.path.isdir(self.log_dir):
-            for name in sorted(os.listdir(self.log_dir)):
-                text += "\n--- %s ---\n%s" % (name, _read(os.path.join(self.log_dir, name)))
-        return text
 
     def exceptions(self):
         """graphite-web's exception.log (tracebacks it caught and logged, a request still answered)."""
