@@ -71,9 +71,10 @@ class LabError(AssertionError):
 # Helpers
 
 
-def free_port(host=LOCALHOST):
-    """A TCP port nobody listens on right now (bind port 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def free_port(host=LOCALHOST, kind=socket.SOCK_STREAM):
+    """A TCP (or, with ``kind=socket.SOCK_DGRAM``, UDP) port nobody uses right now (bind port 0, read it,
+    close)."""
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 

@@ -30,7 +30,7 @@ import urllib.request
 
 import pytest
 
-from ccg_lab.graphite import Carbon, GraphiteWeb
+from ccg_lab.graphite import Carbon, GraphiteWeb, free_port
 from ccg_lab.synthetic import CgroupTree
 from collectd_cgroups.identifiers import TYPES
 from tests.support import CHECKOUT
@@ -313,14 +313,8 @@ def network_listener(port, authfile):
             '    AuthFile "%s"\n  </Listen>\n</Plugin>\n\n' % (port, authfile))
 
 
-def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_hosts_forward_encrypted_to_a_central_collectd_and_a_stranger_is_rejected(tmp_path):
-    port = free_udp_port()
+    port = free_port(kind=socket.SOCK_DGRAM)
     authfile = str(tmp_path / "passwd")
     with open(authfile, "w") as f:
         f.write("host-a: secret-a\nhost-b: secret-b\n")
