@@ -12,7 +12,7 @@ SYSPY      := /usr/bin/python3
 APT_PKGS   := collectd-core collectd-utils libpython3.11 libyajl2 python3-venv iproute2 procps qemu-system-x86 busybox-static python3-cffi runc docker.io podman lxc crun containerd containernetworking-plugins graphite-carbon graphite-web python3-whisper
 PYTEST_ARGS ?=
 
-.PHONY: deps venv run demo graphite test test-unit clean bench bench-deps deb
+.PHONY: deps venv run demo graphite test test-unit clean bench bench-deps deb soak
 
 # Debian packages, installed only when missing.
 deps:
@@ -75,6 +75,16 @@ bench-deps:
 
 bench: venv bench-deps
 	$(PY) tests/bench/run.py $(BENCH_ARGS)
+	$(PY) tests/bench/naming.py
+
+# The churn soak (tests/soak/run.py): containers with their own network namespaces started and stopped
+# under two real collectd (without and with CollectOnExit) for SOAK_ARGS' minutes; prints the sampled series
+# and their slopes, fails if one grows after the warm-up or anything is left behind. Not part of `make test`
+# (tests/e2e/test_soak.py runs it for 1.5 minutes). Compiles tests/bench/box.c, hence bench-deps.
+SOAK_ARGS ?= --minutes 20
+
+soak: venv bench-deps
+	$(PY) tests/soak/run.py $(SOAK_ARGS)
 
 # The Debian package (packaging/debian/: debhelper + dh-python), checked by lintian; installs its build
 # dependencies (as root) and prints the path of the .deb.

@@ -186,9 +186,12 @@ def main(argv=None):
             return 1
         keys = set()
         by_key = dict((c.key, c) for c in found)
+        by_path = dict((c.cgroup, c) for c in found)    # the same id under two parents: two containers
         for path in paths:
             hit = collector.discovery.matcher.container_path(path)
-            if hit is not None and hit[1][:2] in by_key:
+            if hit is not None and hit[0] in by_path:
+                keys.add(by_path[hit[0]].key)
+            elif hit is not None and hit[1][:2] in by_key:
                 keys.add(hit[1][:2])
             elif hit is not None:       # a pod's sandbox: the pod stands for it
                 keys.update(c.key for c in found if c.runtime == containers.POD and path.startswith(c.cgroup + "/"))

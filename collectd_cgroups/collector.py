@@ -52,20 +52,90 @@ class ValueFilter(object):
 
 
 class LogOnce(object):
-    """Logs a message the first time its key is seen (bounded memory)."""
+    """Logs a message the first time its key is seen, with bounded memory (the ``capacity`` last keys).
 
-    def __init__(self, log, capacity=4096):
+    A message about one container names its ``cause`` too ("gone", ("net", errno)...): each cause names
+    at most ``per_cause`` containers per ``window`` seconds, so that a fault common to every container (a
+    Python without cffi, a burst of short-lived containers) is a few lines, not one per container.  The
+    first message of a cause after its window says how many were left out in it."""
+
+    def __init__(self, log, capacity=4096, per_cause=5, window=600.0, clock=time.monotonic):
         self.log = log
         self.capacity = capacity
+        self.per_cause = per_cause
+        self.window = window
+        self.clock = clock
         self._seen = collections.OrderedDict()
+        self._causes = collections.OrderedDict()    # cause -> [window start, logged, left out]
 
-    def __call__(self, key, message):
+    def __call__(self, key, message, cause=None):
         if key in self._seen:
             return
         self._seen[key] = True
         if len(self._seen) > self.capacity:
             self._seen.popitem(last=False)
+        if cause is not None:
+            message = self._budget(cause, message)
+            if message is None:
+                return
         self.log(message)
+
+    def _budget(self, cause, message):
+        now = self.clock()
+        state = self._causes.get(cause)
+        if state is None or now - state[0] >= self.window:
+            left_out = state[2] if state is not None else 0
+            state = self._causes[cause] = [now, 0, 0]
+            self._causes.move_to_end(cause)
+            if len(self._causes) > self.capacity:
+                self._causes.popitem(last=False)
+            if left_out:
+                message += " (and %d more like it left unsaid in the last %d s)" % (left_out, self.window)
+        if state[1] >= self.per_cause:
+            state[2] += 1
+            return None
+        state[1] += 1
+        if state[1] == self.per_cause:
+            message += " (more like it are left unsaid for %d s)" % self.window
+        return message
+
+
+#: The figures MaxValues never cuts: a container's CPU and memory core.  The rest of a container's values
+#: come in reading order (CPU, memory detail, block I/O, pids, pressure, network), cut from the end.
+CORE = frozenset((("cpu", "total"), ("cpu", "user"), ("cpu", "system"), ("memory", "usage"),
+                  ("memory", "working_set"), ("memory", "limit"), ("count", "pids")))
+
+
+def value_caps(counts, ceiling):
+    """The most value lists each container may have so that ``counts`` (each container's, in the last
+    pass) fit under ``ceiling``: None when they fit, else one cap for all, as high as it can be, so that
+    the largest containers are cut first and the small ones not at all."""
+    total = sum(counts)
+    if total <= ceiling:
+        return None
+    room, left = ceiling, len(counts)
+    for n in sorted(counts):
+        if n * left > room:
+            return room // left
+        room -= n
+        left -= 1
+    return None     # pragma: no cover (total > ceiling leaves some container over the cap)
+
+
+def cut(samples, limit):
+    """``samples`` cut to ``limit`` value lists, the CORE ones always kept (so maybe more than ``limit``)."""
+    core = [s for s in samples if s[:2] in CORE]
+    room = limit - len(core)
+    if room <= 0:
+        return core
+    out = []
+    for sample in samples:
+        if sample[:2] in CORE:
+            out.append(sample)
+        elif room > 0:
+            out.append(sample)
+            room -= 1
+    return out
 
 
 # peers: {interface type_instance: name of the host end of its veth}
@@ -94,14 +164,15 @@ class Collector(object):
             self.root, options.docker_root, options.storage_root, options.run_root, options.containerd_states,
             clock=clock, warn_once=self.warn_once), pods=options.pods)
         self.device_names = devices.DeviceNames(self.root, clock=clock)
-        self.readers = readers.build(options.groups, per_cpu=options.per_cpu, device_names=self.device_names)
+        self.readers = readers.build(options.groups, per_cpu=options.per_cpu, device_names=self.device_names,
+                                     max_devices=options.max_devices)
         self.planner = plan.Planner(self.readers, self.warn_once, self.info_once)
         self.tracks = plan.Tracks()
         self.naming = naming if naming is not None else identifiers.Naming(options.instance_format, self.warn_once)
         # Built here, on the thread that starts the plugin: its network namespace is "home".
         self.network = network.NetworkReader(
-            select=options.interface_select(), proc_root=self.root.proc(),
-            warn_once=self.warn_once, info_once=self.info_once) if "network" in options.groups else None
+            select=options.interface_select(), proc_root=self.root.proc(), warn_once=self.warn_once,
+            info_once=self.info_once, max_interfaces=options.max_interfaces) if "network" in options.groups else None
         self.keep = fs.KeepPolicy(options.keep_files)
         self.select_values = ValueFilter(options.ignore_values) if options.ignore_values else list
         self._hierarchies = None
@@ -209,25 +280,41 @@ class Collector(object):
         tracks = self.tracks
         read = self.read_container
         net = self.network.begin() if self.network is not None else None
+        # MaxValues: a cap per container from what each had in the last pass, and the pass's own count
+        # for containers new since (they may not take the pass over the ceiling either).
+        ceiling = self.options.max_values
+        cap = value_caps([tracks.get(c).values for c in containers], ceiling)
+        dispatched = 0
         try:
             for container in containers:
                 try:
                     track = tracks.get(container)
                     samples = read(container, track, pass_plan, kept)
                     # A pod's containers share its network namespace: reported once, under the pod.
-                    peers = self._read_network(net, container, track, samples) \
-                        if net is not None and container.pod is None else None
+                    # A container already at its cap does not have its network read at all.
+                    peers = None
+                    if net is not None and container.pod is None and (cap is None or len(samples) < cap):
+                        peers = self._read_network(net, container, track, samples)
+                        track.values = len(samples)
+                    else:
+                        track.values = max(track.values, len(samples))
                 except fs.Gone:
-                    self.info_once((container.key, "gone"), "%s: gone during the pass" % container.cgroup)
+                    self.info_once((container.key, "gone"), "%s: gone during the pass" % container.cgroup,
+                                   cause="gone")
                     continue
                 except Exception as e:  # contain any fault to this container
                     self.warn_once((container.key, "error", repr(e)),
-                                   "%s: skipped, unexpected error: %r" % (container.cgroup, e))
+                                   "%s: skipped, unexpected error: %r" % (container.cgroup, e),
+                                   cause=("error", type(e).__name__))
                     continue
                 if self.options.ignore_values:
                     samples = self.select_values(samples)
                 if not samples:
                     continue
+                limit = ceiling - dispatched if cap is None else min(cap, ceiling - dispatched)
+                if len(samples) > limit:
+                    samples = self._cut(container, samples, limit, cap)
+                dispatched += len(samples)
                 item = ContainerSamples(container, naming.name(container), samples, peers)
                 if sink is None:
                     results.append(item)
@@ -236,13 +323,22 @@ class Collector(object):
                     sink(item)
                 except Exception as e:
                     self.warn_once((container.key, "sink", repr(e)),
-                                   "%s: values not dispatched: %r" % (container.cgroup, e))
+                                   "%s: values not dispatched: %r" % (container.cgroup, e),
+                                   cause=("sink", type(e).__name__))
                     continue
                 results += 1
         finally:
             if net is not None:
                 net.close()
         return results
+
+    def _cut(self, container, samples, limit, cap):
+        kept = cut(samples, limit)
+        self.warn_once((container.key, "MaxValues"), "%s: MaxValues %d: the pass has more value lists, "
+                       "this container's cut from %d to %d (its CPU and memory core kept)"
+                       % (container.cgroup, self.options.max_values, len(samples), len(kept)),
+                       cause=("limit", "MaxValues"))
+        return kept
 
     def read_container(self, container, track, pass_plan, kept=None):
         """Samples of one container in a pass (raises fs.Gone): the plan's reading, a seam for tests."""

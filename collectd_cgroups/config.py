@@ -2,6 +2,7 @@
 the CLI and the tests share it; every error names the option at fault."""
 
 import dataclasses
+import os
 
 from . import containers, identifiers, network, readers
 from .runtimes import oci
@@ -9,7 +10,22 @@ from .runtimes import oci
 OPTIONS = ("Runtimes", "Match", "Ignore", "Metrics", "PerCPU", "InstanceFormat", "DockerDataRoot",
            "ContainersStorage", "HostRoot", "Interface", "IgnoreSelected", "IgnoreValue",
            "Interval", "SendMeta", "CollectOnExit", "KeepFilesOpen", "Pods", "MetaLabel", "ContainerdState",
-           "ContainersRunRoot")
+           "ContainersRunRoot", "MaxInterfaces", "MaxDevices", "MaxValues")
+
+# Options that may be given more than once (each adds to the list); any other one given twice is an error,
+# since which of the two would win is not something a reader of the configuration can tell.
+REPEATABLE = ("match", "ignore", "interface", "ignorevalue", "metalabel", "containerdstate")
+
+# The shortest Interval: below it collectd would do little but start passes (0.0001 asks for 10,000 a
+# second; a pass over 1000 containers takes about half a second of CPU).
+MIN_INTERVAL = 0.1
+
+# Bounds on what one container (or the host) can make the plugin dispatch, and their defaults: high enough
+# for a Kubernetes node run in a container (kind, Docker-in-Docker), low enough that a container creating
+# interfaces or devices by the thousand costs collectd little (see README "Limits").
+MAX_INTERFACES = 256
+MAX_DEVICES = 64
+MAX_VALUES = 100000
 
 # Meta data keys of the plugin's own: a MetaLabel may not take one.
 META_KEYS = ("runtime", "container_id", "cgroup", "namespace", "pod", "container", "pod_uid", "image", "qos",
@@ -47,6 +63,9 @@ class Options(object):
     interval: float = None                              # Interval (None: collectd's)
     send_meta: bool = False                             # SendMeta
     collect_on_exit: bool = False                       # CollectOnExit
+    max_interfaces: int = MAX_INTERFACES                # MaxInterfaces: interfaces reported per container
+    max_devices: int = MAX_DEVICES                      # MaxDevices: block devices reported per container
+    max_values: int = MAX_VALUES                        # MaxValues: value lists dispatched per pass
 
     def __post_init__(self):
         self.groups = tuple(self.groups)
@@ -86,6 +105,22 @@ class Options(object):
             if r not in containers.RUNTIMES:
                 raise ValueError("Runtimes: unknown runtime %r; known: %s"
                                  % (r, ", ".join(containers.RUNTIMES)))
+        if self.interval is not None and not self.interval >= MIN_INTERVAL:
+            raise ValueError("Interval: %r is below %g s (a pass must end before the next one is due)"
+                             % (self.interval, MIN_INTERVAL))
+        for option, value, least in (("MaxInterfaces", self.max_interfaces, 1), ("MaxDevices", self.max_devices, 1),
+                                     ("MaxValues", self.max_values, 100)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError("%s: expects a whole number of at least %d, got %r" % (option, least, value))
+        for option, path in (("HostRoot", self.root), ("DockerDataRoot", self.docker_root),
+                             ("ContainersStorage", self.storage_root), ("ContainersRunRoot", self.run_root)) \
+                + tuple(("ContainerdState", p) for p in self.containerd_states):
+            if not path.startswith("/"):
+                raise ValueError("%s: expects an absolute path, got %r" % (option, path))
+        if not os.path.isdir(self.root):
+            raise ValueError("HostRoot: %r is not a directory" % self.root)
+        if not os.path.isdir(os.path.join(self.root, "proc")):
+            raise ValueError("HostRoot: %r has no proc/ (mount the host's /proc there)" % self.root)
 
 
 class ConfigError(ValueError):
@@ -119,17 +154,38 @@ def _auto_or_bool(node):
 
 def _number(node):
     if len(node.values) != 1 or isinstance(node.values[0], bool) \
-            or not isinstance(node.values[0], (int, float)) or node.values[0] <= 0:
+            or not isinstance(node.values[0], (int, float)) or not node.values[0] > 0:
         raise ConfigError("%s: expects a positive number, got %r" % (node.key, list(node.values)))
     return float(node.values[0])
+
+
+def _whole(node):
+    """A whole number (collectd hands every number to Python as a float)."""
+    value = _number(node)
+    if value != int(value) or value > 2 ** 31:
+        raise ConfigError("%s: expects a whole number, got %r" % (node.key, list(node.values)))
+    return int(value)
+
+
+def _path(node):
+    """An absolute path, without its trailing '/' (but "/" itself)."""
+    path = _strings(node, 1, 1)[0]
+    if not path.startswith("/"):
+        raise ConfigError("%s: expects an absolute path, got %r" % (node.key, path))
+    return path.rstrip("/") or "/"
 
 
 def parse_config(node):
     """A <Module> block -> (Options, its interval, its send_meta).  ConfigError names the option."""
     opts = Options()
     states = None
+    given = set()
     for child in node.children:
         key = child.key.lower()
+        if key in given and key not in REPEATABLE:
+            raise ConfigError("%s: given more than once (only %s may be repeated)" % (
+                child.key, ", ".join(o for o in OPTIONS if o.lower() in REPEATABLE)))
+        given.add(key)
         if key == "match":
             values = _strings(child, 1, 2)
             opts.match.append((values[0], values[1] if len(values) > 1 else "cgroup"))
@@ -144,11 +200,11 @@ def parse_config(node):
         elif key == "instanceformat":
             opts.instance_format = _strings(child, 1, 1)[0]
         elif key == "dockerdataroot":
-            opts.docker_root = _strings(child, 1, 1)[0].rstrip("/")
+            opts.docker_root = _path(child)
         elif key == "containersstorage":
-            opts.storage_root = _strings(child, 1, 1)[0].rstrip("/")
+            opts.storage_root = _path(child)
         elif key == "hostroot":
-            opts.root = _strings(child, 1, 1)[0]
+            opts.root = _path(child)
         elif key == "interface":
             opts.interfaces.extend(_strings(child))
         elif key == "ignoreselected":
@@ -167,9 +223,18 @@ def parse_config(node):
             opts.meta_labels += tuple(_strings(child))
         elif key == "containerdstate":
             states = states or []       # the first one replaces the defaults
-            states.extend(v.rstrip("/") for v in _strings(child))
+            for v in _strings(child):
+                if not v.startswith("/"):
+                    raise ConfigError("%s: expects absolute paths, got %r" % (child.key, v))
+                states.append(v.rstrip("/") or "/")
         elif key == "containersrunroot":
-            opts.run_root = _strings(child, 1, 1)[0].rstrip("/")
+            opts.run_root = _path(child)
+        elif key == "maxinterfaces":
+            opts.max_interfaces = _whole(child)
+        elif key == "maxdevices":
+            opts.max_devices = _whole(child)
+        elif key == "maxvalues":
+            opts.max_values = _whole(child)
         elif key == "keepfilesopen":
             opts.keep_files = _auto_or_bool(child)
         else:

@@ -10,6 +10,7 @@ the walk goes on into it, where its containers are.  What the runtimes keep
 on disk (runtimes/: names, pods, images, labels) is read once per container.
 """
 
+import errno
 import os
 import re
 
@@ -42,7 +43,11 @@ RUNTIMES = ("docker", "podman", "lxc", "k8s", "containerd", "crio", "nspawn")
 POD = "k8spod"              # the runtime label of a Kubernetes pod's own cgroup
 
 IGNORED = "ignored"          # a decision: matched, but the user ignores it
-MAX_DEPTH = 16               # guard against pathological trees
+MAX_DEPTH = 16               # guard against pathological trees: levels walked below a top directory
+MAX_DEEP_LOGGED = 64         # (hierarchy, top directory) pairs whose depth limit is logged
+LEAVES_AT = 16               # subdirectories from which a v2 directory's cgroup.stat is worth reading
+_UNSET = object()
+_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 NOTHING = Metadata()
 
 
@@ -51,11 +56,17 @@ class Container(object):
 
     ``info``: what its runtime keeps on disk (runtimes.Metadata); ``pod``: the record of the Kubernetes
     pod it belongs to, when pods are reported (the pod's network is reported there, not here);
-    ``qos``: the pod's QoS class."""
+    ``qos``: the pod's QoS class.
 
-    __slots__ = ("runtime", "id", "name", "cgroup", "dirs", "inode", "info", "pod", "qos")
+    ``key`` tells containers apart within a pass and from one pass to the next (plan.Tracks, Naming,
+    the network's namespace owners, the exit watcher): ``(runtime, id)``, except for a container whose
+    id another container of the same runtime has under another cgroup path (the same 64-hex id under two
+    ``--cgroup-parent``s or two daemons): that one is ``(runtime, id, cgroup)`` (see
+    :meth:`Discovery.discover`).  A copy must keep it: :meth:`copy`."""
 
-    def __init__(self, runtime, cid, name, cgroup, inode=None, info=NOTHING, pod=None, qos=None):
+    __slots__ = ("runtime", "id", "name", "cgroup", "dirs", "inode", "info", "pod", "qos", "key")
+
+    def __init__(self, runtime, cid, name, cgroup, inode=None, info=NOTHING, pod=None, qos=None, key=None):
         self.runtime = runtime
         self.id = cid
         self.name = name
@@ -65,10 +76,14 @@ class Container(object):
         self.info = info
         self.pod = pod
         self.qos = qos
+        self.key = key if key is not None else (runtime, cid)
 
-    @property
-    def key(self):
-        return (self.runtime, self.id)
+    def copy(self, dirs=None):
+        """The same container (its key too), with ``dirs`` (default: a copy of its own)."""
+        other = Container(self.runtime, self.id, self.name, self.cgroup, self.inode, self.info, self.pod,
+                          self.qos, self.key)
+        other.dirs = dict(self.dirs if dirs is None else dirs)
+        return other
 
     @property
     def short_id(self):
@@ -201,70 +216,115 @@ class Discovery(object):
     forgotten when the container is gone).
 
     ``names``: a runtimes.resolver.MetadataResolver; ``pods``: report each Kubernetes pod's own cgroup
-    as a record of its own (its containers then leave the pod's network to it)."""
+    as a record of its own (its containers then leave the pod's network to it); ``warn_once``:
+    ``(key, message)``, the resolver's when not given (the depth limit is logged through it).
 
-    def __init__(self, matcher, names, pods=True):
+    A container is one cgroup path (the same path in several hierarchies is one container, ``dirs``
+    has a directory per mount).  Two cgroup paths with the same runtime and id (the same 64-hex id
+    under two ``--cgroup-parent``s, two daemons) are two containers; which of them is keyed
+    ``(runtime, id)`` and which ``(runtime, id, cgroup)`` does not depend on the order of the walk and
+    never changes while a container lives: the one keyed ``(runtime, id)`` in the last pass keeps it;
+    a container keyed by its path keeps that; among the others, the oldest cgroup (the lowest inode:
+    cgroupfs numbers its directories in the order they are made; then the path) is keyed
+    ``(runtime, id)``.
+
+    The walk lists a directory only when it may have subdirectories: a directory whose link count is 2
+    has none (cgroupfs counts one link per subdirectory, as ext4, xfs and tmpfs do; file systems that do
+    not count report 1 and are listed); on cgroup v2, a directory whose ``nr_descendants`` (cgroup.stat)
+    is the number of its children has only leaves, which are then not looked at one by one.  The walk
+    goes :data:`MAX_DEPTH` levels below the top directories of a hierarchy, and logs once per hierarchy
+    and top directory when a tree goes deeper."""
+
+    def __init__(self, matcher, names, pods=True, warn_once=None):
         self.matcher = matcher
         self.names = names
         self.pods = pods
+        self.warn_once = warn_once if warn_once is not None else getattr(names, "warn_once", None)
         self._decisions = {}
+        self._last = {}             # (runtime, id) -> the container of the last pass found under it
+        self._by_path = frozenset()  # the keys (runtime, id, cgroup) given in the last pass
+        self._deep = set()          # (mount path, top directory) whose depth limit was logged
 
     def discover(self, hierarchies):
-        found = {}
-        pods = {}
-        seen_keys = set()
-        decisions = self._decisions
-        seen_paths = set()
+        w = _Walk()
         for mount in hierarchies.walk_mounts():
-            root = mount.root.rstrip("/")
-            self._walk(mount, mount.path, root, 0, found, pods, None, decisions, seen_paths, seen_keys)
-        for path in list(decisions):
-            if path not in seen_paths:
-                del decisions[path]
-        self.names.forget_except(seen_keys)
-        for pod, sandbox, first in pods.values():
+            self._walk(w, mount, mount.path, mount.root.rstrip("/"), 0, None)
+        self._decisions = w.decisions       # the paths not seen in this pass are forgotten
+        self.names.forget_except(w.seen_keys)
+        records = w.records
+        for pod, sandbox, first in w.pods.values():
             pod.info = sandbox or _pod_info(pod.id, first)
             pod.name = pod.info.name or pod.id
             if self.pods:
-                found[pod.key] = pod
-        return list(found.values())
+                rid = pod.key
+                if rid not in w.found:
+                    w.found[rid] = pod
+                else:
+                    w.extra[rid + (pod.cgroup,)] = pod
+                records.append(pod)
+        if w.extra or self._by_path:
+            self._assign_keys(w.found, w.extra)
+        self._last = w.found
+        return records
 
-    def _walk(self, mount, directory, cgroup_path, depth, found, pods, pod, decisions, seen_paths, seen_keys):
+    def _walk(self, w, mount, directory, cgroup_path, depth, pod):
         try:
             entries = os.scandir(directory)
         except OSError:
             return  # removed while walking, or unreadable: nothing below to report
         with entries:
-            subdirs = [(e.name, e.inode()) for e in entries if e.is_dir(follow_symlinks=False)]
-        for base, inode in subdirs:
+            subdirs = [e for e in entries if e.is_dir(follow_symlinks=False)]
+        # cgroup v2 counts the descendants of a cgroup: as many as its children, and none of them has any
+        # (the many leaves of a busy host then cost no look at each).
+        leaves = mount.version == 2 and len(subdirs) >= LEAVES_AT and _descendants(directory) == len(subdirs)
+        parent = cgroup_path or "/"
+        decisions = w.decisions
+        cached = self._decisions
+        found = w.found
+        for entry in subdirs:
+            base = entry.name
             path = cgroup_path + "/" + base
-            seen_paths.add(path)
-            try:
-                decision = decisions[path]
-            except KeyError:
-                decision = decisions[path] = self.matcher.decide(path, cgroup_path or "/", base)
+            decision = decisions.get(path, _UNSET)
+            if decision is _UNSET:
+                decision = cached.get(path, _UNSET)
+                if decision is _UNSET:
+                    decision = self.matcher.decide(path, parent, base)
+                decisions[path] = decision
             if decision is None:
+                # A plain directory: list it only when it may have subdirectories (most have none).
+                if leaves:
+                    continue
+                try:
+                    if entry.stat(follow_symlinks=False).st_nlink == 2:
+                        continue
+                except OSError:
+                    continue    # gone meanwhile
                 if depth < MAX_DEPTH:
-                    self._walk(mount, directory + "/" + base, path, depth + 1, found, pods, pod,
-                               decisions, seen_paths, seen_keys)
+                    self._walk(w, mount, directory + "/" + base, path, depth + 1, pod)
+                else:
+                    self._too_deep(mount, directory + "/" + base, path)
                 continue
             if decision is IGNORED:
                 continue
             runtime, cid, name = decision
+            here = directory + "/" + base
             if runtime == POD:
-                entry = pods.get(cid)
-                if entry is None:
-                    entry = pods[cid] = [Container(POD, cid, None, path, inode, qos=kubernetes.qos_of(path)),
-                                         None, None]
-                entry[0].dirs.setdefault(mount.path, directory + "/" + base)
+                record = w.pods.get(path)
+                if record is None:
+                    record = w.pods[path] = [Container(POD, cid, None, path, entry.inode(),
+                                                       qos=kubernetes.qos_of(path)), None, None]
+                record[0].dirs.setdefault(mount.path, here)
                 if depth < MAX_DEPTH:
-                    self._walk(mount, directory + "/" + base, path, depth + 1, found, pods, entry,
-                               decisions, seen_paths, seen_keys)
+                    self._walk(w, mount, here, path, depth + 1, record)
+                else:
+                    self._too_deep(mount, here, path)
                 continue
-            key = (runtime, cid)
-            container = found.get(key)
+            rid = (runtime, cid)
+            container = found.get(rid)
+            if container is not None and container.cgroup != path:
+                container = w.extra.get((runtime, cid, path))    # the same id under another parent
             if container is None:
-                seen_keys.add(key)
+                w.seen_keys.add(rid)
                 info = self.names.lookup(runtime, cid)
                 if info.sandbox:            # the pause container: its pod stands for it
                     if pod is not None:
@@ -272,10 +332,101 @@ class Discovery(object):
                     continue
                 if pod is not None and pod[2] is None and info.in_pod:
                     pod[2] = info
-                container = found[key] = Container(
-                    runtime, cid, name or info.name or cid[:12], path, inode, info,
+                container = Container(
+                    runtime, cid, name or info.name or cid[:12], path, entry.inode(), info,
                     pod[0] if pod is not None and self.pods else None, pod[0].qos if pod is not None else None)
-            container.dirs.setdefault(mount.path, directory + "/" + base)
+                if rid in found:
+                    w.extra[(runtime, cid, path)] = container
+                else:
+                    found[rid] = container
+                w.records.append(container)
+            container.dirs.setdefault(mount.path, here)
+
+    def _too_deep(self, mount, directory, path):
+        """Log once per hierarchy and top directory (at most MAX_DEEP_LOGGED) that the walk stops at
+        ``path``, when there is something below it."""
+        top = "/" + path.split("/", 2)[1] if path.count("/") > 1 else path
+        where = (mount.path, top)
+        if self.warn_once is None or where in self._deep or len(self._deep) >= MAX_DEEP_LOGGED:
+            return
+        try:
+            with os.scandir(directory) as entries:
+                if not any(e.is_dir(follow_symlinks=False) for e in entries):
+                    return
+        except OSError:
+            return
+        self._deep.add(where)
+        self.warn_once(("depth",) + where,
+                       "%s: cgroups more than %d levels deep are not walked (first seen below %s): "
+                       "a container there is not reported" % (mount.path, MAX_DEPTH + 1, path))
+
+    def _assign_keys(self, found, extra):
+        """Key the containers that share a (runtime, id) with another one (see the class docstring);
+        ``found`` ends up holding the one keyed (runtime, id) where there is one."""
+        last, by_path = self._last, self._by_path
+        given = set()
+        groups = {}
+        for key, c in extra.items():
+            groups.setdefault(key[:2], []).append(c)
+        for key in by_path:     # alone now, but keyed by its path while it lives
+            rid = key[:2]
+            c = found.get(rid)
+            if c is not None and rid not in groups and c.cgroup == key[2]:
+                c.key = key
+                given.add(key)
+        for rid, others in groups.items():
+            members = [found[rid]] + others
+            primary = None
+            before = last.get(rid)
+            if before is not None and before.key == rid:
+                for c in members:
+                    if c.cgroup == before.cgroup:
+                        primary = c
+                        break
+            if primary is None:
+                fresh = [c for c in members if rid + (c.cgroup,) not in by_path]
+                if fresh:
+                    primary = min(fresh, key=_age)
+            for c in members:
+                if c is not primary:
+                    c.key = rid + (c.cgroup,)
+                    given.add(c.key)
+            if primary is not None:
+                found[rid] = primary
+        self._by_path = given
+
+
+class _Walk(object):
+    """What one pass of Discovery.discover gathers."""
+
+    __slots__ = ("decisions", "found", "extra", "pods", "records", "seen_keys")
+
+    def __init__(self):
+        self.decisions = {}     # cgroup path -> decision, for every directory seen
+        self.found = {}         # (runtime, id) -> the first container found with them
+        self.extra = {}         # (runtime, id, cgroup) -> another container with the same (runtime, id)
+        self.pods = {}          # cgroup path -> [pod record, sandbox's metadata, a member's metadata]
+        self.records = []       # containers in the order found
+        self.seen_keys = set()  # (runtime, id) of every container looked up
+
+
+def _age(c):
+    return (c.inode is None, c.inode or 0, c.cgroup)
+
+
+def _descendants(directory):
+    """``nr_descendants`` of a cgroup v2 directory's cgroup.stat; None when it cannot be read."""
+    try:
+        data = _read_once(directory + "/cgroup.stat", 4096)
+    except OSError:
+        return None
+    for line in data.split(b"\n"):
+        if line.startswith(b"nr_descendants "):
+            try:
+                return int(line[15:])
+            except ValueError:
+                return None
+    return None
 
 
 def _pod_info(uid, member):
@@ -315,7 +466,8 @@ MAX_WALK = 64
 def first_pid(container_dirs):
     """The first PID listed in ``cgroup.procs`` of the container's directories (a dict's values or any
     iterable of paths), looking below a directory whose own list is empty (processes may live in
-    sub-cgroups only: nspawn, nested runtimes).  None for an empty container; fs.Gone when it vanished."""
+    sub-cgroups only: nspawn, nested runtimes).  None for an empty container; fs.Gone when it vanished.
+    Only the head of each list is read (:data:`HEAD_SIZE`), however many processes a container has."""
     if isinstance(container_dirs, dict):
         container_dirs = container_dirs.values()
     gone = None
@@ -332,11 +484,47 @@ def first_pid(container_dirs):
     return None
 
 
+#: What first_pid reads of a ``cgroup.procs``: its head only (a container decides how many processes it
+#: has; a PID line is at most 8 bytes).
+HEAD_SIZE = 4096
+
+
+def read_head(directory, name, size=HEAD_SIZE):
+    """The first ``size`` bytes of ``directory/name`` (one read); None when this cgroup has no such file.
+    Gone and other errors as fs.read_cgroup_file decides them."""
+    path = directory + "/" + name
+    try:
+        return _read_once(path, size)
+    except OSError as e:
+        if e.errno not in fs.GONE_ERRNOS:
+            raise
+        if e.errno != errno.ENOENT or not os.path.isdir(directory):
+            raise fs.Gone(directory)
+    # The directory exists, but it may be a new cgroup under the same path: only a second miss means the
+    # file is really absent (as fs.read_cgroup_file).
+    try:
+        return _read_once(path, size)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return None
+        fs.raise_if_gone(e, directory)
+        raise
+
+
+def _read_once(path, size):
+    fd = os.open(path, _FLAGS)
+    try:
+        return os.read(fd, size)
+    finally:
+        os.close(fd)
+
+
 def _first_pid_below(directory, depth, visited):
     visited[0] += 1
-    data = fs.read_cgroup_file(directory, "cgroup.procs")
-    if data:
-        return int(data.split(None, 1)[0])
+    data = read_head(directory, "cgroup.procs")
+    head = data.split(None, 1) if data else None
+    if head:
+        return int(head[0])
     if depth >= 8:
         return None
     try:

@@ -54,16 +54,33 @@ class Mount(object):
                                             ",".join(sorted(self.controllers)) or self.name)
 
 
+def _text(text):
+    """str as it is; bytes decoded as fs.read_text does (UTF-8, undecodable bytes surrogate-escaped)."""
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        return bytes(text).decode("utf-8", "surrogateescape")
+    if not isinstance(text, str):
+        raise TypeError("mountinfo or /proc/cgroups text: str or bytes, not %s" % type(text).__name__)
+    return text
+
+
 def parse_mountinfo(text, prefix=""):
-    """Cgroup mounts listed in a mountinfo text, in mount order."""
+    """Cgroup mounts listed in a mountinfo text (str, or bytes), in mount order.
+
+    Lines that are not mountinfo lines (too few fields, no ``-`` separator, a root or mount point that is
+    not an absolute path, a NUL character) are skipped.  Raises nothing for any str or bytes; TypeError
+    for anything else."""
     mounts = []
-    for line in text.splitlines():
+    # Lines end with "\n" only: the kernel escapes space, tab, newline and backslash in paths (as \ooo),
+    # not the other characters str.splitlines() would break a line at (\x0b, \x1c, \x85, \u2028...).
+    for line in _text(text).split("\n"):
         fields = line.split(" ")
         try:
             sep = fields.index("-", 6)
             fstype, superopts = fields[sep + 1], fields[sep + 3]
             root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
         except (ValueError, IndexError):
+            continue
+        if not root.startswith("/") or not mountpoint.startswith("/") or "\0" in root or "\0" in mountpoint:
             continue
         path = prefix + mountpoint if prefix else mountpoint
         if fstype == "cgroup2":
@@ -86,13 +103,16 @@ KNOWN_V1_CONTROLLERS = frozenset((
 
 
 def parse_proc_cgroups(text):
-    """/proc/cgroups -> {controller: (hierarchy_id, enabled)}; hierarchy 0 means v2 or unmounted."""
+    """/proc/cgroups (str, or bytes) -> {controller: (hierarchy_id, enabled)}; hierarchy 0 means v2 or
+    unmounted.  Lines that do not fit (the ``#subsys_name`` header, too few fields, fields that are not
+    ASCII digits) are skipped.  Raises nothing for any str or bytes; TypeError for anything else."""
     known = {}
-    for line in text.splitlines():
+    for line in _text(text).split("\n"):
         if line.startswith("#"):
             continue
         parts = line.split()
-        if len(parts) >= 4 and parts[1].isdigit() and parts[3].isdigit():
+        if len(parts) >= 4 and parts[1].isascii() and parts[1].isdigit() and parts[3].isascii() \
+                and parts[3].isdigit():
             known[parts[0]] = (int(parts[1]), parts[3] == "1")
     return known
 

@@ -14,6 +14,7 @@ new inode, so it starts with a clean record.
 import collections
 
 from . import fs
+from .readers.base import Limit
 
 #: One reader's part of a pass: ``files`` is a tuple of entries, each a tuple of alternatives.
 Step = collections.namedtuple("Step", "reader mount_path v1 files")
@@ -22,11 +23,12 @@ Step = collections.namedtuple("Step", "reader mount_path v1 files")
 class Track(object):
     """What passes remember about one container."""
 
-    __slots__ = ("absent", "pid")
+    __slots__ = ("absent", "pid", "values")
 
     def __init__(self):
         self.absent = set()     # names of files this cgroup does not have
         self.pid = None         # the PID whose network namespace was read last
+        self.values = 0         # value lists it had in the last pass (before MaxValues cut any)
 
 
 class Tracks(object):
@@ -78,7 +80,8 @@ def read_files(directory, files, absent, kept, warn_once, key, label):
                 raise
             except OSError as e:
                 warn_once((key, name, e.errno),
-                          "%s: cannot read %s/%s: %s (skipped)" % (label, directory, name, e.strerror))
+                          "%s: cannot read %s/%s: %s (skipped)" % (label, directory, name, e.strerror),
+                          cause=("read", name, e.errno))
                 break          # there, but unreadable: not a reason to read an alternative
             if content is None:
                 absent.add(name)
@@ -112,17 +115,26 @@ class Plan(object):
             if not data:
                 continue
             bad = []
+            # The one place that decides what a parser's fault costs.  A field the parser cannot use costs
+            # that field (it is in ``bad``); parsers raise nothing else by their contract (readers.base),
+            # so an exception here is a bug or a file no kernel writes: that reader's figures, this pass.
             try:
                 samples = reader.parse_v1(data, bad) if v1 else reader.parse_v2(data, bad)
-            except (ValueError, KeyError, IndexError) as e:
+            except Exception as e:
                 warn_once((container.key, reader.group, "parse"),
-                          "%s: malformed %s data, %s figures skipped: %s"
-                          % (container.cgroup, "/".join(sorted(data)), reader.group, e))
-                continue
+                          "%s: malformed %s data, %s figures skipped: %r"
+                          % (container.cgroup, "/".join(sorted(data)), reader.group, e),
+                          cause=("parse", reader.group, type(e).__name__))
+                samples = ()
             for entry in bad:
+                if isinstance(entry, Limit):    # a limit that bit: per container
+                    warn_once((container.key, reader.group, entry), "%s: %s" % (container.cgroup, entry),
+                              cause=("limit", reader.group))
+                    continue
                 warn_once((reader.group, entry),
                           "%s: skipped %s in %s data (seen first in %s)"
-                          % (reader.group, _describe(entry), "/".join(sorted(data)), container.cgroup))
+                          % (reader.group, _describe(entry), "/".join(sorted(data)), container.cgroup),
+                          cause=("bad", reader.group))
             out += samples
         return out
 

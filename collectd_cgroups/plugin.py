@@ -95,7 +95,8 @@ class Instance(object):
                 self._dispatch(item)
             except Exception as e:      # costs that container only
                 self.collector.warn_once((item.container.key, "dispatch", repr(e)),
-                                         "%s: values not dispatched: %r" % (item.container.cgroup, e))
+                                         "%s: values not dispatched: %r" % (item.container.cgroup, e),
+                                         cause=("dispatch", type(e).__name__))
 
     def _dispatch(self, item):
         """Dispatch one container's values.

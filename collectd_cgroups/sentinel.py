@@ -563,8 +563,7 @@ class Watcher(object):
         c = s.container
         col = self.collector
         # Only the directories the sentinel holds are sure to exist: the runtime may have removed the others.
-        held = containers.Container(c.runtime, c.id, c.name, c.cgroup, c.inode, c.info, c.pod, c.qos)
-        held.dirs = dict(s.joined)
+        held = c.copy(dict(s.joined))
         # A pod's container shares the pod's network namespace: its figures are the pod's.
         samples, peers = col.read_final(held, s.pid if s.netns and c.pod is None else None)
         # The name its live values had (the naming is the read callback's), not one made up again.

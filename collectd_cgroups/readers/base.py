@@ -4,7 +4,33 @@ A reader reads nothing itself.  It says which hierarchy it reads (``controller``
 or ``"unified"`` for the cgroup2 mount whatever serves the controllers), which files it needs in each
 container (``files_v1`` / ``files_v2``), and turns their contents into samples: ``parse_v1`` /
 ``parse_v2`` are pure functions from ``{file name: bytes}`` to ``[(type, type_instance, values)]``.
-Lines or fields they cannot use go to the ``bad`` list, for the caller to log once.
+
+The parsers' contract (tests/unit/test_properties.py checks it with generated input):
+
+* For ANY input ``{file name: bytes}`` (any names, any contents), ``parse_v1`` / ``parse_v2`` return a
+  list of samples ``(type, type_instance, values)``: ``type`` is one of
+  :data:`collectd_cgroups.identifiers.TYPES`, ``type_instance`` a non-empty str of at most 127 of the
+  characters :func:`collectd_cgroups.identifiers.sanitize` keeps, ``values`` a tuple whose length is that
+  type's number of data sources, every value a Python ``int`` (never a bool, never None) in the int64
+  range ``-2**63 <= v < 2**63`` (collectd's DERIVE is an int64; gauges are held to the same bound).
+  No ``(type, type_instance)`` comes twice.
+* A field that cannot be parsed or is out of that range costs that field alone, and what derives from it,
+  never the rest of the container's figures.  A field is a single-value file (``memory.current``), one
+  ``KEY VALUE`` line (one memory.stat field), one CPU of ``cpuacct.usage_percpu``, one device's line (or
+  one device's counter of one kind: its ``disk_octets``).  What derives from a field: ``working_set``
+  (usage and inactive_file), a block I/O ``total`` (every device's counters of that kind).  Numbers are
+  unsigned decimal ASCII digits, as the kernel writes its counts: ``max`` where a number is expected, an
+  empty or whitespace-only file, a sign (``-1``), ``2**70``, non-ASCII digits (``١٢٣``), ``1_000``: each a
+  bad field.
+* Each bad field is described in ``bad`` (a list the caller gives; the caller logs each entry once): a
+  ``bytes`` entry is a line whose shape is wrong, a ``str`` entry says what is wrong with a named field
+  (the file, the key; not the changing value of a number, so that the same fault is the same entry in
+  every pass).  ``max`` in a LIMIT file (``memory.max``, ``memory.high``, ``memory.swap.max``,
+  ``pids.max``), as a kernel "no limit" value, means no limit: not dispatched, and not bad.
+* A :class:`Limit` entry in ``bad`` is not a fault but a configured bound that bit (``MaxDevices``):
+  the caller logs it once per container.
+* Parsers raise nothing.  (The pass still catches any exception from a parse, as a last resort, and
+  then loses that reader's figures of that container for the pass.)
 
 Two refinements, both used by the block I/O reader:
 
@@ -14,6 +40,14 @@ Two refinements, both used by the block I/O reader:
   the pass reads the ``probe_v1`` files there and reads in each container what
   ``select_v1(probe, notes)`` returns (``notes`` are logged once).
 """
+
+
+class Limit(str):
+    """A ``bad`` entry that reports a configured bound that bit, not a malformed field: its text names
+    the limit and the counts ("MaxDevices 64: 80 block devices, the first 64 by MAJ:MIN reported"), the
+    same text for the same counts in every pass, so that the caller logs it once per container."""
+
+    __slots__ = ()
 
 
 class Reader(object):

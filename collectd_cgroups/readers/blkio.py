@@ -33,16 +33,25 @@ now), ``derive-disk_sectors-<dev>``, ``disk_time-service-<dev>`` and
 
 Device names come from ``names`` (``devices.DeviceNames``): MAJ:MIN -> the
 kernel's name, or ``MAJ_MIN``.
+
+Bounds and faults.  A container lists at most ``max_devices`` devices (MaxDevices): beyond that, the
+first ones by (major, minor) are reported, no sample is built for the others, a :class:`base.Limit` in
+``bad`` says so, and the ``total`` figures are still the sums over every device listed.  A counter that
+is not a number (one device's ``Read`` line, its ``rbytes=``) costs that device's figure of that kind
+(``disk_octets-sda``, both its read and write) and that kind's ``total`` (a sum without one device is
+no total), nothing else.
 """
 
 import re
 
-from .base import Reader
+from . import formats
+from .base import Limit, Reader
 
 READ, WRITE, DISCARD = 0, 1, 2
 _OPS = {b"Read": READ, b"Write": WRITE, b"Discard": DISCARD}
 _SUMS = frozenset((b"Sync", b"Async", b"Total"))
-_MAJMIN = re.compile(rb"^[0-9]+:[0-9]+$")
+# dev_t has a 12-bit major and a 20-bit minor: 10 digits each leave room, and bound the names made of them.
+_MAJMIN = re.compile(rb"[0-9]{1,10}:[0-9]{1,10}\Z")
 NS_PER_MS = 10 ** 6
 
 # io.stat keys -> (kind, index); other keys (cost.*, use_delay, ... of newer
@@ -51,6 +60,19 @@ _V2_KEYS = {b"rbytes": ("bytes", READ), b"wbytes": ("bytes", WRITE), b"dbytes": 
             b"rios": ("ops", READ), b"wios": ("ops", WRITE), b"dios": ("ops", DISCARD)}
 
 TOTAL = "total"
+
+
+class _Bad(object):
+    __slots__ = ()
+
+    def __repr__(self):
+        return "BAD"
+
+
+#: A counter of a device that could not be read (in place of its number in what the parsers return).
+BAD = _Bad()
+
+MAX_DEVICES = 64
 
 
 class Generation(object):
@@ -100,24 +122,47 @@ def _is_majmin(dev):
     return True
 
 
+def _number(token):
+    """An int64 counter, or BAD (formats.number, with the fast test first)."""
+    if token.isdigit() and len(token) <= 18:
+        return int(token)
+    value = formats.number(token)
+    return BAD if value is None else value
+
+
 def rwstat(data, bad):
-    """``MAJ:MIN Op value`` lines (and a closing ``Total N``) -> {MAJ:MIN: [read, write, discard or None]}."""
+    """``MAJ:MIN Op value`` lines (and a closing ``Total N``) -> {MAJ:MIN: [read, write, discard or None]}.
+    A value that is not a number is BAD in its place (and described in ``bad``), whatever other line of
+    the same device and operation says."""
     out = {}
     for line in data.split(b"\n"):
         parts = line.split()
         if len(parts) == 3:
-            dev, op, value = parts
+            dev, op, token = parts
             index = _OPS.get(op)
             if index is None:                 # the sums are skipped unchecked: they are never used
                 if op not in _SUMS:
-                    bad.append("unknown operation %r" % op.decode("ascii", "replace"))
+                    bad.append("unknown operation %r" % op.decode("ascii", "replace")[:32])
                 continue
-            if value.isdigit() and _is_majmin(dev):
+            if _is_majmin(dev):
                 entry = out.get(dev)
                 if entry is None:
                     entry = out[dev] = [0, 0, None]
-                entry[index] = int(value)
+                value = _number(token)
+                if value is BAD:
+                    bad.append("malformed %s %s counter: %s" % (dev.decode("ascii"), op.decode("ascii"),
+                                                                formats.what(token)))
+                if entry[index] is not BAD:
+                    entry[index] = value
                 continue
+        elif len(parts) == 2 and _OPS.get(parts[1]) is not None and _is_majmin(parts[0]):
+            # "MAJ:MIN Read", the value missing: that device's counter is unknown
+            entry = out.get(parts[0])
+            if entry is None:
+                entry = out[parts[0]] = [0, 0, None]
+            entry[_OPS[parts[1]]] = BAD
+            bad.append("malformed %s %s counter: empty" % (parts[0].decode("ascii"), parts[1].decode("ascii")))
+            continue
         elif not parts or (len(parts) == 2 and parts[0] == b"Total"):
             continue
         bad.append(line)
@@ -125,7 +170,7 @@ def rwstat(data, bad):
 
 
 def per_device(data, bad):
-    """``MAJ:MIN value`` lines (blkio.sectors) -> {MAJ:MIN: value}."""
+    """``MAJ:MIN value`` lines (blkio.sectors) -> {MAJ:MIN: value, or BAD}."""
     out = {}
     for line in data.split(b"\n"):
         parts = line.split()
@@ -133,16 +178,21 @@ def per_device(data, bad):
             continue
         if len(parts) == 2 and parts[0] == b"Total":
             continue
-        if len(parts) != 2 or not _MAJMIN.match(parts[0]) or not parts[1].isdigit():
+        if len(parts) != 2 or not _MAJMIN.match(parts[0]):
             bad.append(line)
             continue
-        out[parts[0]] = int(parts[1])
+        value = _number(parts[1])
+        if value is BAD:
+            bad.append("malformed %s sectors: %s" % (parts[0].decode("ascii"), formats.what(parts[1])))
+        if out.get(parts[0], 0) is not BAD:
+            out[parts[0]] = value
     return out
 
 
 def io_stat(data, bad):
     """cgroup v2 io.stat -> {"bytes": {MAJ:MIN: [r, w, d]}, "ops": {...}}.  A device
-    listed without counters has none yet (the kernel leaves out zeros): zeros."""
+    listed without counters has none yet (the kernel leaves out zeros): zeros.  A counter that is not a
+    number is BAD in its place."""
     found = {"bytes": {}, "ops": {}}
     for line in data.split(b"\n"):
         parts = line.split()
@@ -159,10 +209,18 @@ def io_stat(data, bad):
             if where is None:
                 malformed = malformed or not sep
                 continue
-            if not value.isdigit():
-                malformed = True
+            kind = values[where[0]]
+            if value.isdigit() and len(value) <= 18:
+                if kind[where[1]] is not BAD:       # a bad counter wins, as in rwstat
+                    kind[where[1]] = int(value)
                 continue
-            values[where[0]][where[1]] = int(value)
+            number = formats.number(value)
+            if number is None:
+                bad.append("malformed io.stat counter %s of %s: %s" % (
+                    key.decode("ascii"), parts[0].decode("ascii"), formats.what(value)))
+                kind[where[1]] = BAD
+            elif kind[where[1]] is not BAD:
+                kind[where[1]] = number
         if malformed:
             bad.append(line)
         for kind in ("bytes", "ops"):
@@ -182,8 +240,9 @@ class Blkio(Reader):
     files_v1 = tuple(f for g in GENERATIONS for f in g.files())
     files_v2 = ("io.stat",)
 
-    def __init__(self, names=None):
+    def __init__(self, names=None, max_devices=MAX_DEVICES):
         self.names = names if names is not None else (lambda majmin: majmin.replace(":", "_"))
+        self.max_devices = max_devices
 
     # -- which v1 files --------------------------------------------------------
 
@@ -226,21 +285,28 @@ class Blkio(Reader):
                 continue
             for dev, value in parsed.items():
                 merged.setdefault(dev, value)     # the first generation to list a device wins
-        return self._samples(found)
+        return self._samples(found, bad)
 
     def parse_v2(self, data, bad):
         raw = data.get("io.stat")
         if raw is None:
             return []
-        return self._samples(io_stat(raw, bad))
+        return self._samples(io_stat(raw, bad), bad)
 
-    def _samples(self, found):
+    def _samples(self, found, bad):
         devices = set()
         for per in found.values():
             devices.update(per)
         if not devices:
             return []
         order = sorted(devices, key=_device_order) if len(devices) > 1 else list(devices)
+        unreported = ()
+        if len(order) > self.max_devices:
+            # The first max_devices by MAJ:MIN; the others count in the totals only, no sample is built.
+            unreported = order[self.max_devices:]
+            del order[self.max_devices:]
+            bad.append(Limit("MaxDevices %d: %d block devices, the first %d by MAJ:MIN reported"
+                             % (self.max_devices, len(devices), self.max_devices)))
         names, used = {}, set()
         for dev in order:
             text = dev.decode("ascii")
@@ -256,26 +322,53 @@ class Blkio(Reader):
             if not per:
                 continue
             read = write = 0
+            whole = True        # every device's counters known: the total is a total
             for dev in order:
                 value = per.get(dev)
                 if value is None:
                     continue
                 r, w, d = value
-                read += r
-                write += w
-                out.append((type_, names[dev], (r, w)))
-                if d is not None:
+                if r is BAD or w is BAD:
+                    whole = False
+                else:
+                    read += r
+                    write += w
+                    out.append((type_, names[dev], (r, w)))
+                if d is not None and d is not BAD:
                     out.append((discard_type, "discard-" + names[dev], (d,)))
-            out.append((type_, TOTAL, (read, write)))
+            for dev in unreported:
+                value = per.get(dev)
+                if value is not None:
+                    r, w, _ = value
+                    if r is BAD or w is BAD:
+                        whole = False
+                    else:
+                        read += r
+                        write += w
+            if not whole:
+                bad.append("%s-%s left out: a device's counters are not numbers" % (type_, TOTAL))
+            elif read > formats.INT64_MAX or write > formats.INT64_MAX:
+                bad.append("%s-%s left out: the sum over the devices is beyond the int64 range" % (type_, TOTAL))
+            else:
+                out.append((type_, TOTAL, (read, write)))
         if len(found) > ("bytes" in found) + ("ops" in found):     # the CFQ extras
+            queued = found.get("queued", {})
+            sectors = found.get("sectors", {})
             for dev in order:
-                if dev in found.get("queued", ()):
-                    r, w, d = found["queued"][dev]
-                    out.append(("queue_length", names[dev], (r + w + (d or 0),)))
-                if dev in found.get("sectors", ()):
-                    out.append(("derive", "disk_sectors-" + names[dev], (found["sectors"][dev],)))
+                value = queued.get(dev)
+                if value is not None:
+                    r, w, d = value
+                    if r is not BAD and w is not BAD and d is not BAD:
+                        total = r + w + (d or 0)
+                        if total <= formats.INT64_MAX:
+                            out.append(("queue_length", names[dev], (total,)))
+                value = sectors.get(dev)
+                if value is not None and value is not BAD:
+                    out.append(("derive", "disk_sectors-" + names[dev], (value,)))
                 for kind, label in (("service_time", "service"), ("wait_time", "wait")):
-                    if dev in found.get(kind, ()):
-                        r, w, _ = found[kind][dev]
-                        out.append(("disk_time", "%s-%s" % (label, names[dev]), (r // NS_PER_MS, w // NS_PER_MS)))
+                    value = found.get(kind, {}).get(dev)
+                    if value is not None:
+                        r, w, _ = value
+                        if r is not BAD and w is not BAD:
+                            out.append(("disk_time", "%s-%s" % (label, names[dev]), (r // NS_PER_MS, w // NS_PER_MS)))
         return out

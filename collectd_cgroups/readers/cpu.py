@@ -47,24 +47,33 @@ class CpuUsage(Reader):
         out = []
         stat = data.get("cpuacct.stat")
         if stat is not None:
-            ticks = formats.flat_keyed(stat, bad)
+            ticks = formats.flat_keyed(stat, bad, "cpuacct.stat")
             for key in ("user", "system"):
                 if key in ticks:
-                    out.append(("cpu", key, (ticks[key] * 100 // self.clk_tck,)))
+                    value = ticks[key] * 100 // self.clk_tck
+                    if value <= formats.INT64_MAX:      # always, with USER_HZ of 100 or more
+                        out.append(("cpu", key, (value,)))
+                    else:
+                        bad.append("cpuacct.stat: %s ticks beyond the int64 range in hundredths" % key)
         usage = data.get("cpuacct.usage")
         if usage is not None:
-            out.append(("cpu", "total", (formats.single_value(usage) // NS_PER_CENTISECOND,)))
+            usage = formats.single(usage, "cpuacct.usage", bad)
+            if usage is not None:
+                out.append(("cpu", "total", (usage // NS_PER_CENTISECOND,)))
         percpu = data.get("cpuacct.usage_percpu")
         if percpu is not None:
-            for n, ns in enumerate(formats.int_list(percpu)):
-                out.append(("cpu", "cpu%d" % n, (ns // NS_PER_CENTISECOND,)))
+            for n, ns in enumerate(formats.numbers(percpu)):
+                if ns is not None:
+                    out.append(("cpu", "cpu%d" % n, (ns // NS_PER_CENTISECOND,)))
+                else:
+                    bad.append("malformed cpuacct.usage_percpu: CPU %d is not a number" % n)
         return out
 
     def parse_v2(self, data, bad):
         stat = data.get("cpu.stat")
         if stat is None:
             return []
-        stat = formats.flat_keyed(stat, bad)
+        stat = formats.flat_keyed(stat, bad, "cpu.stat")
         out = []
         for key, instance in (("user_usec", "user"), ("system_usec", "system"), ("usage_usec", "total")):
             if key in stat:
@@ -85,6 +94,6 @@ class CpuThrottling(Reader):
         stat = data.get("cpu.stat")
         if stat is None:
             return []
-        stat = formats.flat_keyed(stat, bad)
+        stat = formats.flat_keyed(stat, bad, "cpu.stat")
         throttled_ms = stat["throttled_time"] // 10 ** 6 if "throttled_time" in stat else None
         return _throttling(stat, "nr_periods", "nr_throttled", throttled_ms)

@@ -31,8 +31,9 @@ BYTE_FIELDS = frozenset((
 ))
 
 # Event counters in memory.stat: page faults, page-ins/outs, reclaim and THP
-# activity, refaults, NUMA balancing.  New kernels add more of the same families.
-EVENT_FIELD = re.compile(r"^(pg|p?swp|workingset_|thp_|zswp|numa_|hugetlb_)")
+# activity, refaults, NUMA balancing.  New kernels add more of the same families.  The whole key becomes
+# a type_instance: only the kernel's characters (lower case, digits, '_'), and not too long.
+EVENT_FIELD = re.compile(r"(pg|p?swp|workingset_|thp_|zswp|numa_|hugetlb_)[a-z0-9_]{0,60}\Z")
 
 # memory.stat fields that are not per-cgroup figures; limits are taken elsewhere.
 V1_LIMIT_FIELDS = ("hierarchical_memory_limit", "hierarchical_memsw_limit")
@@ -46,7 +47,7 @@ def _stat_samples(stat, bad):
         elif EVENT_FIELD.match(field):
             out.append(("vmpage_action", field, (stat[field],)))
         else:
-            bad.append("unknown memory.stat field %r" % field)
+            bad.append("unknown memory.stat field %r" % field[:64])
     return out
 
 
@@ -84,63 +85,65 @@ class Memory(Reader):
         if raw is not None:
             planned = self._plans_v1.get(raw)
             if planned is not None:
-                try:
-                    return self._planned_v1(data, bad, *planned)
-                except ValueError:
-                    pass        # a value that is not a number: the plain parse says which line
+                return self._planned_v1(data, bad, *planned)
         return self._parse_v1(data, bad)
 
-    def _planned_v1(self, data, bad, plan, values):
-        samples, unknown, inactive, limit, memsw = plan
-        out = []
+    @staticmethod
+    def _files_v1(data, bad, out, inactive):
+        """The single-value files of v1 (and working_set from ``inactive``, inactive_file or None)."""
         usage = data.get("memory.usage_in_bytes")
         if usage is not None:
-            usage = formats.single_value(usage)
-            out.append(("memory", "usage", (usage,)))
-            if inactive is not None:
-                out.append(("memory", "working_set", (max(usage - int(values[inactive]), 0),)))
+            usage = formats.single(usage, "memory.usage_in_bytes", bad)
+            if usage is not None:
+                out.append(("memory", "usage", (usage,)))
+                if inactive is not None:
+                    out.append(("memory", "working_set", (max(usage - inactive, 0),)))
         peak = data.get("memory.max_usage_in_bytes")
         if peak is not None:
-            out.append(("memory", "max_usage", (formats.single_value(peak),)))
+            peak = formats.single(peak, "memory.max_usage_in_bytes", bad)
+            if peak is not None:
+                out.append(("memory", "max_usage", (peak,)))
+
+    def _planned_v1(self, data, bad, plan, values):
+        # values: ints in the int64 range (formats.FlatPlans)
+        samples, unknown, inactive, limit, memsw = plan
+        out = []
+        self._files_v1(data, bad, out, values[inactive] if inactive is not None else None)
         if limit is not None:
-            value = int(values[limit])
+            value = values[limit]
             if value < UNLIMITED:
                 out.append(("memory", "limit", (value,)))
         if memsw is not None:
-            value = int(values[memsw])
+            value = values[memsw]
             if value < UNLIMITED:
                 out.append(("memory", "memsw_limit", (value,)))
-        failcnt = data.get("memory.failcnt")
-        if failcnt is not None:
-            out.append(("derive", "memory_failcnt", (formats.single_value(failcnt),)))
-        out += [(type_, field, (int(values[i]),)) for type_, field, i in samples]
+        self._failcnt(data, bad, out)
+        out += [(type_, field, (values[i],)) for type_, field, i in samples]
         if unknown:
             bad += unknown
         return out
 
+    @staticmethod
+    def _failcnt(data, bad, out):
+        failcnt = data.get("memory.failcnt")
+        if failcnt is not None:
+            failcnt = formats.single(failcnt, "memory.failcnt", bad)
+            if failcnt is not None:
+                out.append(("derive", "memory_failcnt", (failcnt,)))
+
     def _parse_v1(self, data, bad):
         out = []
         raw = data.get("memory.stat")
-        stat = formats.flat_keyed(raw, bad) if raw is not None else {}
+        stat = formats.flat_keyed(raw, bad, "memory.stat") if raw is not None else {}
         view = v1_hierarchical_view(stat)
-        usage = data.get("memory.usage_in_bytes")
-        if usage is not None:
-            usage = formats.single_value(usage)
-            out.append(("memory", "usage", (usage,)))
-            if "inactive_file" in view:
-                out.append(("memory", "working_set", (max(usage - view["inactive_file"], 0),)))
-        peak = data.get("memory.max_usage_in_bytes")
-        if peak is not None:
-            out.append(("memory", "max_usage", (formats.single_value(peak),)))
+        self._files_v1(data, bad, out, view.get("inactive_file"))
         # The hierarchical limits are the effective ones (the tightest of the
         # cgroup and its ancestors) and come with memory.stat: two files fewer.
         if _limit(stat.get("hierarchical_memory_limit")):
             out.append(("memory", "limit", (stat["hierarchical_memory_limit"],)))
         if _limit(stat.get("hierarchical_memsw_limit")):
             out.append(("memory", "memsw_limit", (stat["hierarchical_memsw_limit"],)))
-        failcnt = data.get("memory.failcnt")
-        if failcnt is not None:
-            out.append(("derive", "memory_failcnt", (formats.single_value(failcnt),)))
+        self._failcnt(data, bad, out)
         out.extend(_stat_samples(view, bad))
         return out
 
@@ -149,40 +152,43 @@ class Memory(Reader):
         if raw is not None:
             planned = self._plans_v2.get(raw)
             if planned is not None:
-                try:
-                    return self._parse_v2(data, bad, planned)
-                except ValueError:
-                    pass
+                return self._parse_v2(data, bad, planned)
         return self._parse_v2(data, bad)
 
     def _parse_v2(self, data, bad, planned=None):
         out = []
         raw = data.get("memory.stat")
         if planned is not None:
+            # values: ints in the int64 range (formats.FlatPlans)
             (samples, unknown, inactive), values = planned
-            inactive = int(values[inactive]) if inactive is not None else None
-            stat_out = [(type_, field, (int(values[i]),)) for type_, field, i in samples]
+            inactive = values[inactive] if inactive is not None else None
+            stat_out = [(type_, field, (values[i],)) for type_, field, i in samples]
         else:
-            stat = formats.flat_keyed(raw, bad) if raw is not None else {}
+            stat = formats.flat_keyed(raw, bad, "memory.stat") if raw is not None else {}
             inactive = stat.get("inactive_file")
         current = data.get("memory.current")
         if current is not None:
-            current = formats.single_value(current)
-            out.append(("memory", "usage", (current,)))
-            if inactive is not None:
-                out.append(("memory", "working_set", (max(current - inactive, 0),)))
-        for name, instance in (("memory.peak", "max_usage"), ("memory.max", "limit"),
-                               ("memory.high", "high"), ("memory.swap.current", "swap_usage"),
-                               ("memory.swap.max", "swap_limit")):
+            current = formats.single(current, "memory.current", bad)
+            if current is not None:
+                out.append(("memory", "usage", (current,)))
+                if inactive is not None:
+                    out.append(("memory", "working_set", (max(current - inactive, 0),)))
+        for name, instance, parse in _V2_FILES:
             raw_value = data.get(name)
             if raw_value is None:
                 continue
-            value = formats.single_value(raw_value)
-            if value is not None and (instance in ("max_usage", "swap_usage") or _limit(value)):
+            value = parse(raw_value, name, bad)
+            if value is not None and (parse is formats.single or value < UNLIMITED):
                 out.append(("memory", instance, (value,)))
         events = data.get("memory.events")
         if events is not None:
-            for key, value in sorted(formats.flat_keyed(events, bad).items()):
+            for key, value in sorted(formats.flat_keyed(events, bad, "memory.events").items()):
+                if key not in _event_keys_seen:
+                    if _EVENT_KEY.match(key) is None:
+                        bad.append("unknown memory.events key %r" % key[:64])
+                        continue
+                    if len(_event_keys_seen) < 256:
+                        _event_keys_seen.add(key)
                 out.append(("derive", "memory_" + key, (value,)))
         if planned is not None:
             out += stat_out
@@ -191,6 +197,18 @@ class Memory(Reader):
         else:
             out.extend(_stat_samples(stat, bad))
         return out
+
+
+# memory.events keys (low high max oom oom_kill oom_group_kill, and those of later kernels) become
+# ``memory_<key>``: the kernel's characters only.
+_EVENT_KEY = re.compile(r"[a-z][a-z0-9_]{0,60}\Z")
+_event_keys_seen = set()        # keys that matched _EVENT_KEY (a handful per kernel)
+
+# The v2 single-value files besides memory.current: (file, instance, parse).  A count (formats.single)
+# or a limit (formats.limit: "max" is no limit, and so is anything from UNLIMITED up).
+_V2_FILES = (("memory.peak", "max_usage", formats.single), ("memory.max", "limit", formats.limit),
+             ("memory.high", "high", formats.limit), ("memory.swap.current", "swap_usage", formats.single),
+             ("memory.swap.max", "swap_limit", formats.limit))
 
 
 def _template(stat_index):

@@ -13,10 +13,12 @@ class Pids(Reader):
         out = []
         current = data.get("pids.current")
         if current is not None:
-            out.append(("count", "pids", (formats.single_value(current),)))
+            current = formats.single(current, "pids.current", bad)
+            if current is not None:
+                out.append(("count", "pids", (current,)))
         limit = data.get("pids.max")
         if limit is not None:
-            limit = formats.single_value(limit)
+            limit = formats.limit(limit, "pids.max", bad)
             if limit is not None:  # "max" means no limit: not dispatched
                 out.append(("count", "pids_limit", (limit,)))
         return out

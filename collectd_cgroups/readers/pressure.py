@@ -10,8 +10,10 @@ from .base import Reader
 RESOURCES = ("cpu", "memory", "io")
 
 # The kernel's own layout (a "some" line, and a "full" line since 5.13 for cpu): parsed with one match.
-_AVGS = rb" avg10=[0-9.]+ avg60=[0-9.]+ avg300=[0-9.]+ total=([0-9]+)\n"
+# A total of 19 digits or more takes the general parse, which checks its range.
+_AVGS = rb" avg10=[0-9.]+ avg60=[0-9.]+ avg300=[0-9.]+ total=([0-9]{1,18})\n"
 _PLAIN = re.compile(rb"some" + _AVGS + rb"(?:full" + _AVGS + rb")?\Z")
+_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")      # "some", "full": a part of an identifier
 
 
 class Pressure(Reader):
@@ -35,9 +37,14 @@ class Pressure(Reader):
                 out.append(("total_time_in_ms", some_name, (int(some) // 1000,)))
                 continue
             for kind, fields in sorted(formats.nested_keyed(raw, bad).items()):
-                total = fields.get("total")
-                if total is None or not total.isdigit():
-                    bad.append(raw)
+                if _KIND.match(kind) is None:
+                    bad.append("%s.pressure: a line of unknown kind %r" % (resource, kind[:32]))
                     continue
-                out.append(("total_time_in_ms", "pressure_%s_%s" % (resource, kind), (int(total) // 1000,)))
+                total = fields.get("total")
+                value = formats.number(total) if total is not None else None
+                if value is None:
+                    bad.append("malformed total of %s.pressure's %s line: %s"
+                               % (resource, kind, formats.what(total) if total is not None else "none"))
+                    continue
+                out.append(("total_time_in_ms", "pressure_%s_%s" % (resource, kind), (value // 1000,)))
         return out

@@ -100,6 +100,11 @@ BAD_OPTIONS = [
     ('Match "^/(?P<name>[^/]+$"', "Match"),                   # unbalanced parenthesis
     ('InstanceFormat "{runtime}-{nope}"', "InstanceFormat"),
     ("Interval -1", "Interval"),
+    ("Interval 0.0001", "Interval"),
+    ('InstanceFormat "{name!r}"', "InstanceFormat"),
+    ('HostRoot "/nonexistent"', "HostRoot"),
+    ('DockerDataRoot ""', "DockerDataRoot"),
+    ("Interval 2", "Interval"),             # a second Interval: the block has "Interval 1" already
 ]
 
 

@@ -26,6 +26,7 @@ everything.  Variants:
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -148,8 +149,40 @@ def bench(lab, boxes, runs, rounds):
     return results
 
 
+def crowded(lab, sizes, passes):
+    """A container that makes interfaces by the thousand (veth pairs inside its own namespace): the cost of
+    one steady pass over it with MaxInterfaces at its default and with no limit at all (what it was before
+    the limit), and the values each dispatches.  Returns [(interfaces, {limit: (us per pass, values)})]."""
+    box = lab.box("crowd")
+    made = 0
+    out = []
+    for size in sizes:
+        script = "\n".join("link add cx%d type veth peer name cy%d" % (n, n) for n in range(made, size // 2))
+        subprocess.run(["nsenter", "--net=/proc/%d/ns/net" % box.pid, "--", "ip", "-batch", "-"],
+                input=script.encode(), check=True)
+        made = size // 2
+        row = {}
+        for limit in (network.MAX_INTERFACES, 10 ** 6):
+            reader = lab.in_host(network.NetworkReader, max_interfaces=limit, host_peers=False)
+
+            def one_pass():
+                with reader.begin() as p:
+                    return p.read(box.key, box.pid, box.cgroup)
+            res = lab.in_host(one_pass)         # learns the namespace (RTM_GETLINK)
+            times = []
+            for _ in range(passes):
+                t = time.perf_counter()
+                lab.in_host(one_pass)
+                times.append(time.perf_counter() - t)
+            row[limit] = (statistics.median(times) * 1e6, len(res.samples))
+        out.append((2 * made + 1, row))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--crowded", default="", help="instead: one container with this many interfaces, "
+                    "comma-separated sizes (e.g. 1000,2000,5000): a pass's cost with and without MaxInterfaces")
     ap.add_argument("--containers", type=int, default=40, help="network namespaces (at most 60)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=20, help="passes over all containers per run")
@@ -157,6 +190,17 @@ def main():
     if os.geteuid() != 0:
         sys.exit("run as root: the benchmark makes network namespaces, veths and cgroups")
     lab = NetLab()
+    if args.crowded:
+        try:
+            rows = crowded(lab, [int(n) for n in args.crowded.split(",")], args.rounds)
+        finally:
+            lab.close()
+        print("one container, steady pass (median of %d), MaxInterfaces %d vs no limit" % (args.rounds, network.MAX_INTERFACES))
+        print("%10s %14s %8s %14s %8s" % ("interfaces", "limited us", "values", "unlimited us", "values"))
+        for n, row in rows:
+            (lt, lv), (ut, uv) = row[network.MAX_INTERFACES], row[10 ** 6]
+            print("%10d %14.0f %8d %14.0f %8d" % (n, lt, lv, ut, uv))
+        return
     try:
         t = time.monotonic()
         boxes = [lab.box("b%d" % i) for i in range(min(args.containers, 60))]

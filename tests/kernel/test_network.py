@@ -363,8 +363,8 @@ PROBE_EPERM = textwrap.dedent("""
     import json
     from collectd_cgroups import netns, network
     logs = []
-    reader = network.NetworkReader(warn_once=lambda k, m: logs.append([list(map(str, k)), m]),
-                                   info_once=lambda k, m: logs.append([list(map(str, k)), m]))
+    reader = network.NetworkReader(warn_once=lambda k, m, cause=None: logs.append([list(map(str, k)), m]),
+                                   info_once=lambda k, m, cause=None: logs.append([list(map(str, k)), m]))
     home = netns.thread_ns_ident()
     with reader.begin() as p:
         res = p.read("box", %(pid)d, %(cgroup)r)
@@ -549,7 +549,8 @@ PROBE_PLUGIN = textwrap.dedent('''
 
     def init():
         STATE["reader"] = network.NetworkReader(
-            warn_once=lambda k, m: collectd.warning("ccgt: " + m), info_once=lambda k, m: collectd.info("ccgt: " + m))
+            warn_once=lambda k, m, cause=None: collectd.warning("ccgt: " + m),
+            info_once=lambda k, m, cause=None: collectd.info("ccgt: " + m))
         STATE["home"] = netns.thread_ns_ident()
         collectd.info("CCGT-CFFI %s" % _cffi_backend.__file__)
         real = network.netlink_socket

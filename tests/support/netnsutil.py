@@ -138,7 +138,7 @@ class Logs(object):
         self.lines = []
         self._seen = set()
 
-    def once(self, key, message):
+    def once(self, key, message, cause=None):
         if key not in self._seen:
             self._seen.add(key)
             self.lines.append(message)

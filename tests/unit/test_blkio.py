@@ -55,10 +55,67 @@ def test_rwstat_takes_read_write_discard_and_never_the_sums():
 
 def test_rwstat_unknown_operation_and_garbage_cost_only_their_line():
     bad = []
-    text = (b"8:0 Read 10\n8:0 Flush 99\n8:0 Write 20\n8:0 Write x12\n8:0 Read\nrubbish\n"
+    text = (b"8:0 Read 10\n8:0 Flush 99\n8:0 Write 20\n8:32 Write x12\n8:48 Read\nrubbish\n"
             b"8:16 Read 5\n8:16 Write 6\n8:0 Total 30\nTotal 41\n")
-    assert blkio.rwstat(text, bad) == {b"8:0": [10, 20, None], b"8:16": [5, 6, None]}
-    assert bad == ["unknown operation 'Flush'", b"8:0 Write x12", b"8:0 Read", b"rubbish"]
+    assert blkio.rwstat(text, bad) == {b"8:0": [10, 20, None], b"8:16": [5, 6, None],
+                                       b"8:32": [0, blkio.BAD, None], b"8:48": [blkio.BAD, 0, None]}
+    assert bad == ["unknown operation 'Flush'", "malformed 8:32 Write counter: not a number: b'x12'",
+                   "malformed 8:48 Read counter: empty", b"rubbish"]
+
+
+@pytest.mark.parametrize("token", [b"max", b"-1", str(2 ** 70).encode(), "١٢٣".encode(), b"1_000", b"+5"])
+def test_rwstat_a_bad_counter_wins_over_a_good_one_of_the_same_device(token):
+    """Two lines for one counter, one of them bad: the counter is unknown, whatever the order."""
+    for text in (b"8:0 Read 10\n8:0 Read " + token + b"\n8:0 Write 2\n",
+                 b"8:0 Read " + token + b"\n8:0 Read 10\n8:0 Write 2\n"):
+        bad = []
+        assert blkio.rwstat(text, bad) == {b"8:0": [blkio.BAD, 2, None]}
+        assert len(bad) == 1 and bad[0].startswith("malformed 8:0 Read counter: ")
+
+
+def test_a_bad_counter_costs_that_device_and_the_total_only():
+    r = blkio.Blkio()
+    bad = []
+    out = r.parse_v2({"io.stat": b"8:0 rbytes=max wbytes=2 rios=1 wios=1\n8:16 rbytes=5 wbytes=6 rios=7 wios=8\n"},
+                     bad)
+    assert out == [("disk_octets", "8_16", (5, 6)),
+                   ("disk_ops", "8_0", (1, 1)), ("disk_ops", "8_16", (7, 8)), ("disk_ops", "total", (8, 9))]
+    assert bad == ["malformed io.stat counter rbytes of 8:0: not a number: b'max'",
+                   "disk_octets-total left out: a device's counters are not numbers"]
+
+
+def test_a_total_beyond_int64_is_left_out():
+    big = str(2 ** 62).encode()
+    bad = []
+    out = blkio.Blkio().parse_v2({"io.stat": b"8:0 rbytes=%s wbytes=1\n8:16 rbytes=%s wbytes=1\n" % (big, big)},
+                                 bad)
+    assert ("disk_octets", "8_0", (2 ** 62, 1)) in out and ("disk_octets", "8_16", (2 ** 62, 1)) in out
+    assert not any(ti == "total" and t == "disk_octets" for t, ti, _ in out)
+    assert ("disk_ops", "total", (0, 0)) in out
+    assert bad == ["disk_octets-total left out: the sum over the devices is beyond the int64 range"]
+
+
+def test_max_devices_reports_the_first_by_majmin_and_totals_all():
+    lines = b"".join(b"%d:%d rbytes=%d wbytes=1 rios=1 wios=1\n" % (maj, mn, maj * 100 + mn)
+                     for maj, mn in [(259, 0), (8, 16), (8, 0), (253, 1), (7, 3), (8, 2)])
+    named = []
+    r = blkio.Blkio(lambda majmin: named.append(majmin) or majmin.replace(":", "_"), max_devices=4)
+    bad = []
+    out = r.parse_v2({"io.stat": lines}, bad)
+    assert [ti for t, ti, _ in out if t == "disk_octets"] == ["7_3", "8_0", "8_2", "8_16", "total"]
+    assert named == ["7:3", "8:0", "8:2", "8:16"]               # no name looked up for the others
+    totals = dict(((t, ti), v) for t, ti, v in out if ti == "total")
+    assert totals == {("disk_octets", "total"): (sum((259 * 100, 816, 800, 25301, 703, 802)), 6),
+                      ("disk_ops", "total"): (6, 6)}
+    assert bad == ["MaxDevices 4: 6 block devices, the first 4 by MAJ:MIN reported"]
+    assert isinstance(bad[0], blkio.Limit)
+    again = []
+    r.parse_v2({"io.stat": lines}, again)
+    assert again == bad                                         # the same text every pass
+    # at the limit: no note
+    bad = []
+    blkio.Blkio(max_devices=6).parse_v2({"io.stat": lines}, bad)
+    assert bad == []
 
 
 def test_io_stat_keys_of_future_kernels_and_devices_without_counters():
@@ -75,14 +132,16 @@ def test_io_stat_keys_of_future_kernels_and_devices_without_counters():
 def test_io_stat_malformed_value_reported_rest_kept():
     bad = []
     parsed = blkio.io_stat(b"8:0 rbytes=1x wbytes=2 rios=1 wios=1\nnot-a-device rbytes=1\n", bad)
-    assert parsed["bytes"] == {b"8:0": [0, 2, None]}
-    assert bad == [b"8:0 rbytes=1x wbytes=2 rios=1 wios=1", b"not-a-device rbytes=1"]
+    assert parsed["bytes"] == {b"8:0": [blkio.BAD, 2, None]}
+    assert parsed["ops"] == {b"8:0": [1, 1, None]}
+    assert bad == ["malformed io.stat counter rbytes of 8:0: not a number: b'1x'", b"not-a-device rbytes=1"]
 
 
 def test_sectors_format():
     bad = []
-    assert blkio.per_device(b"8:0 2048\n8:16 0\nTotal 2048\n8:32 x\n", bad) == {b"8:0": 2048, b"8:16": 0}
-    assert bad == [b"8:32 x"]
+    assert blkio.per_device(b"8:0 2048\n8:16 0\nTotal 2048\n8:32 x\nnot-a-device 1\n", bad) == {
+        b"8:0": 2048, b"8:16": 0, b"8:32": blkio.BAD}
+    assert bad == ["malformed 8:32 sectors: not a number: b'x'", b"not-a-device 1"]
 
 
 # -- the reader: generations, alternatives, first generation wins, names -------------------------
@@ -520,13 +579,23 @@ def test_unknown_operation_and_garbage_lines(tmp_path, passes, tree, instance, n
         lines = f.read().splitlines()
     lines.insert(1, lines[0].split(" ")[0] + " Flush 123456")     # an operation of some future kernel
     lines.insert(3, "garbage here")
-    lines.append("7:99 Read")                                     # truncated
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     entries, err = fu.cli_json(root)
     assert fu.values(entries) == passes[tree]                     # every figure as before
     assert "unknown operation 'Flush'" in err
-    assert "garbage here" in err and "7:99 Read" in err
+    assert "garbage here" in err
+    # A device's line without its value: that device's bytes are unknown, and so is the sum over the
+    # devices; every other figure is as before.
+    with open(path, "w") as f:
+        f.write("\n".join(lines + ["7:99 Read"]) + "\n")
+    entries, err = fu.cli_json(root)
+    got = fu.values(entries)
+    expected = dict(passes[tree])
+    expected[instance] = dict((k, v) for k, v in passes[tree][instance].items() if k != ("disk_octets", "total"))
+    assert ("disk_octets", "total") in passes[tree][instance]
+    assert got == expected
+    assert "7:99 Read counter: empty" in err and "disk_octets-total left out" in err
 
 
 def test_malformed_io_stat_line(tmp_path, passes):
@@ -537,8 +606,13 @@ def test_malformed_io_stat_line(tmp_path, passes):
         f.write("8:16 rbytes=12O wbytes=1 rios=1 wios=1 dbytes=0 dios=0\n")
     entries, err = fu.cli_json(root)
     cache = fu.values(entries)["podman-cache"]
-    assert cache[("disk_octets", "8_16")] == (0, 1)               # the good keys of the line count
-    assert "malformed line" in err and "12O" in err
+    pristine = passes[tree]["podman-cache"]
+    # rbytes unknown: 8:16's bytes are (not its operations), and so is the sum of the bytes over the devices
+    assert ("disk_octets", "8_16") not in cache and ("disk_octets", "total") not in cache
+    assert cache[("disk_ops", "8_16")] == (1, 1)
+    assert cache[("disk_ops", "total")] == tuple(x + 1 for x in pristine[("disk_ops", "total")])
+    assert all(cache[k] == v for k, v in pristine.items() if k[1] != "total")
+    assert "malformed io.stat counter rbytes of 8:16" in err and "12O" in err
     assert fu.values(entries)["docker-pg"] == passes[tree]["docker-pg"]
 
 

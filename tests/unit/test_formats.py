@@ -31,7 +31,10 @@ def test_flat_keyed_skips_bad_lines_and_keeps_the_rest():
     bad = []
     got = formats.flat_keyed(data, bad)
     assert got == {"cache": 4206592, "mapped_file": 0, "total_rss": 2972}
-    assert bad == [b"rss", b"rss_huge 12 34", b"shmem x12", b"\xff\xfe 5"]
+    assert bad == [b"rss", b"rss_huge 12 34", "malformed value of shmem: not a number: b'x12'", b"\xff\xfe 5"]
+    bad = []
+    formats.flat_keyed(b"shmem x12\n", bad, "memory.stat")
+    assert bad == ["malformed value of shmem in memory.stat: not a number: b'x12'"]
 
 
 def test_flat_keyed_without_bad_list_and_empty():
@@ -44,9 +47,43 @@ def test_flat_keyed_tolerates_crlf_and_extra_spaces():
     assert formats.flat_keyed(b"user 16\r\nsystem  47\n") == {"user": 16, "system": 47}
 
 
-def test_flat_keyed_large_and_negative_values():
-    got = formats.flat_keyed(b"hierarchical_memory_limit 9223372036854771712\nx -1\n")
-    assert got == {"hierarchical_memory_limit": 9223372036854771712, "x": -1}
+def test_flat_keyed_large_values_and_what_is_not_a_count():
+    bad = []
+    got = formats.flat_keyed(b"hierarchical_memory_limit 9223372036854771712\nx -1\nmax 9223372036854775807\n"
+                             b"over 9223372036854775808\nhuge %d\nu 1_000\np +5\na \xd9\xa1\xd9\xa2\n" % 2 ** 70,
+                             bad)
+    assert got == {"hierarchical_memory_limit": 9223372036854771712, "max": 2 ** 63 - 1}
+    assert bad == ["malformed value of x: a signed number where the kernel writes a count",
+                   "malformed value of over: a 19-digit number, beyond the int64 range",
+                   "malformed value of huge: a 22-digit number, beyond the int64 range",
+                   "malformed value of u: not a number: b'1_000'",
+                   "malformed value of p: a signed number where the kernel writes a count",
+                   "malformed value of a: not a number: b'\\xd9\\xa1\\xd9\\xa2'"]
+
+
+@pytest.mark.parametrize("data, value", [
+    (b"0\n", 0), (b"9223372036854775807\n", 2 ** 63 - 1), (b"000000000000000000000000042\n", 42)])
+def test_single_in_range(data, value):
+    bad = []
+    assert formats.single(data, "f", bad) == value and bad == []
+    assert formats.limit(data, "f", bad) == value and bad == []
+
+
+@pytest.mark.parametrize("data, why", [
+    (b"max\n", "not a number: b'max'"), (b"", "empty"), (b" \n\t", "empty"),
+    (b"-1\n", "a signed number where the kernel writes a count"),
+    (b"9223372036854775808\n", "a 19-digit number, beyond the int64 range"),
+    (str(2 ** 70).encode(), "a 22-digit number, beyond the int64 range"),
+    ("١٢٣\n".encode(), "not a number: b'\\xd9\\xa1\\xd9\\xa2\\xd9\\xa3'"),
+    (b"1_000", "not a number: b'1_000'"), (b"1 2\n", "not a number: b'1 2'"),
+])
+def test_single_not_a_number_is_a_bad_field(data, why):
+    bad = []
+    assert formats.single(data, "memory.current", bad) is None
+    assert bad == ["malformed memory.current: " + why]
+    bad = []
+    assert formats.limit(data, "memory.max", bad) is None
+    assert bad == (["malformed memory.max: " + why] if data.strip() != b"max" else [])
 
 
 # -- single values --------------------------------------------------------------
@@ -60,7 +97,8 @@ def test_single_value(data, value):
     assert formats.single_value(data) == value
 
 
-@pytest.mark.parametrize("data", [b"", b"\n", b"garbage\n", b"1 2\n", b"MAX\n", b"12abc\n"])
+@pytest.mark.parametrize("data", [b"", b"\n", b"garbage\n", b"1 2\n", b"MAX\n", b"12abc\n", b"-1\n",
+                                  b"9223372036854775808\n", "١\n".encode(), b"1_0"])
 def test_single_value_malformed_raises_value_error(data):
     with pytest.raises(ValueError):
         formats.single_value(data)
@@ -160,3 +198,20 @@ def test_pressure_total_usec_to_ms_and_bad_line():
     assert ("total_time_in_ms", "pressure_io_some", (2,)) in out
     assert not any(ti == "pressure_io_full" for _, ti, _ in out)
     assert len(bad) == 1
+
+
+def test_real_memory_stat_files_take_the_planned_path():
+    """v1's memory.stat carries the kernel's 19-digit "no limit" (9223372036854771712): still the fast path."""
+    import glob
+    import os
+    from tests.support import FIXTURES
+    paths = glob.glob(os.path.join(FIXTURES, "hybrid-debian12/sys/fs/cgroup/memory/docker/*/memory.stat")) \
+        + glob.glob(os.path.join(FIXTURES, "v2-guest-captured/sys/fs/cgroup/system.slice/*/memory.stat"))
+    assert len(paths) >= 2
+    for path in paths:
+        with open(path, "rb") as f:
+            data = f.read()
+        assert formats.FlatPlans(lambda index: index).get(data) is not None, path
+    assert formats.flat_split(b"a 9223372036854775807\n") is not None
+    assert formats.flat_split(b"a 9223372036854775808\n") is None
+    assert formats.flat_split(b"a 1\nb \n") is None             # an empty value

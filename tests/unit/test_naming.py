@@ -17,7 +17,7 @@ def one_pass(naming, containers):
 
 def test_a_collision_gets_the_short_id_and_names_stay_whatever_the_order():
     logs = []
-    naming = Naming("{runtime}-{name}", warn_once=lambda key, msg: logs.append(msg))
+    naming = Naming("{runtime}-{name}", warn_once=lambda key, msg, cause=None: logs.append(msg))
     a, b = box("web", "a" * 64), box("web", "b" * 64)
     assert one_pass(naming, [a, b]) == ["cgroup-web", "cgroup-web-bbbbbbbbbbbb"]
     assert len(logs) == 1 and "already taken" in logs[0]
@@ -133,3 +133,141 @@ def test_instance_format_label_needs_a_key():
     with pytest.raises(ValueError, match=r"\{label:KEY\}"):
         check_instance_format("{label}")
     check_instance_format("{label:app.kubernetes.io/name}")
+
+
+# -- stable collision names (issue 15) -------------------------------------------------------
+
+import itertools
+import threading
+
+from collectd_cgroups.identifiers import plugin_instance
+
+
+def names_of(naming, containers):
+    """{cgroup: instance} of one pass, in the order given."""
+    return dict(zip((c.cgroup for c in containers), one_pass(naming, containers)))
+
+
+def test_colliding_newcomers_get_the_same_names_in_every_order():
+    a, b, c = box("web", "a" * 64, inode=30), box("web", "b" * 64, inode=10), box("web", "c" * 64, inode=20)
+    results = [names_of(Naming("{runtime}-{name}"), list(order)) for order in itertools.permutations([a, b, c])]
+    assert all(r == results[0] for r in results)
+    # The oldest (lowest inode) keeps the bare name, the others get their short ids.
+    assert results[0] == {b.cgroup: "cgroup-web", c.cgroup: "cgroup-web-cccccccccccc",
+                          a.cgroup: "cgroup-web-aaaaaaaaaaaa"}
+
+
+def test_names_do_not_change_when_a_third_one_leaves_nor_when_the_holder_leaves():
+    for order in itertools.permutations(range(3)):
+        boxes = [box("web", x * 64, inode=i) for i, x in enumerate("abc")]
+        naming = Naming("{runtime}-{name}")
+        first = names_of(naming, [boxes[i] for i in order])
+        for leaving in range(3):
+            rest = [b for i, b in enumerate(boxes) if i != leaving]
+            for again in (rest, rest[::-1]):
+                n2 = Naming("{runtime}-{name}")
+                names_of(n2, [boxes[i] for i in order])
+                left = names_of(n2, again)
+                assert left == dict((b.cgroup, first[b.cgroup]) for b in rest)
+                # and a pass later, in the other order, still the same
+                assert names_of(n2, again[::-1]) == left
+
+
+def test_a_newcomer_never_takes_a_live_containers_name_and_a_freed_name_goes_to_a_newcomer():
+    naming = Naming("{runtime}-{name}")
+    old, mid = box("web", "b" * 64, inode=5), box("web", "a" * 64, inode=1)
+    assert names_of(naming, [old]) == {old.cgroup: "cgroup-web"}
+    # older by inode, but new: the live holder keeps the name
+    assert names_of(naming, [mid, old]) == {mid.cgroup: "cgroup-web-aaaaaaaaaaaa", old.cgroup: "cgroup-web"}
+    # the holder leaves: mid keeps its name (a live container never changes its instance) ...
+    assert names_of(naming, [mid]) == {mid.cgroup: "cgroup-web-aaaaaaaaaaaa"}
+    # ... and the bare name goes to the next newcomer
+    new = box("web", "c" * 64, inode=9)
+    assert names_of(naming, [new, mid]) == {new.cgroup: "cgroup-web", mid.cgroup: "cgroup-web-aaaaaaaaaaaa"}
+
+
+def same_id(cid, parent, inode, name="web"):
+    return Container("docker", cid, name, "%s/%s" % (parent, cid), inode, key=("docker", cid, parent))
+
+
+def test_ids_that_collide_too_get_a_hash_of_their_cgroup_path_in_any_order():
+    """The same 64-hex id under three parents (or ids sharing their first 12 hex digits): the short ids
+    collide as well, so all but the oldest of those get the path's hash."""
+    cid = "d" * 64
+    boxes = [same_id(cid, "/docker", 1), same_id(cid, "/ci/docker", 2), same_id(cid, "/other/docker", 3)]
+    results = [names_of(Naming("{runtime}-{name}"), list(o)) for o in itertools.permutations(boxes)]
+    assert all(r == results[0] for r in results)
+    names = results[0]
+    assert names["/docker/" + cid] == "docker-web"
+    assert names["/ci/docker/" + cid] == "docker-web-dddddddddddd"
+    other = names["/other/docker/" + cid]
+    assert other.startswith("docker-web-dddddddddddd-") and len(other) == len("docker-web-dddddddddddd-") + 8
+    # ids sharing a prefix, named by their short id (no runtime state): the same, and linear
+    shared = [box("0123456789ab", "0123456789ab" + "%052x" % i, inode=i) for i in range(3000)]
+    got = one_pass(Naming("{runtime}-{name}"), shared[::-1])
+    assert len(set(got)) == 3000 and got[-1] == "cgroup-0123456789ab"
+
+
+def test_each_collision_is_logged_once_per_container():
+    logs = []
+    naming = Naming("{runtime}-{name}", warn_once=lambda key, msg, cause=None: logs.append((key, msg)))
+    boxes = [box("web", x * 64, inode=i) for i, x in enumerate("abcd")]
+    for _ in range(3):
+        one_pass(naming, boxes[::-1])
+    assert len(logs) == 3 and len(set(k for k, _ in logs)) == 3
+    assert all("identifier cgroup-web already taken" in m for _, m in logs)
+
+
+def test_a_name_made_to_look_like_another_ones_suffix_stays_apart_in_any_order():
+    a, b = box("web", "a" * 64, inode=1), box("web", "b" * 64, inode=2)
+    fake = box("web-bbbbbbbbbbbb", "e" * 64, inode=3)
+    results = [names_of(Naming("{runtime}-{name}"), list(o)) for o in itertools.permutations([a, b, fake])]
+    assert all(r == results[0] for r in results)
+    assert len(set(results[0].values())) == 3
+    assert results[0][fake.cgroup] == "cgroup-web-bbbbbbbbbbbb"     # a base name comes before a suffix
+
+
+def test_restarting_collectd_gives_the_oldest_the_bare_name_again():
+    """Names are not persisted: after a restart the rules decide again, and the oldest container (the one
+    that most likely held the name) gets it back, whatever order the first pass finds them in."""
+    a, b = box("web", "a" * 64, inode=7), box("web", "b" * 64, inode=3)
+    before = Naming("{runtime}-{name}")
+    names_of(before, [b])
+    names_of(before, [a, b])
+    for order in ([a, b], [b, a]):
+        assert names_of(Naming("{runtime}-{name}"), order) == names_of(before, order)
+
+
+def test_name_outside_begin_pass_and_instance_of_from_another_thread():
+    naming = Naming("{runtime}-{name}")
+    a, b = box("web", "a" * 64), box("web", "b" * 64)
+    naming.begin_pass()
+    assert naming.name(a) == "cgroup-web" and naming.name(b) == "cgroup-web-bbbbbbbbbbbb"
+    naming.end_pass([a, b])
+    stop, errors = threading.Event(), []
+
+    def watcher():
+        while not stop.is_set():
+            try:
+                assert naming.instance_of(a) == "cgroup-web"
+                naming.instance_of(box("web", "%064x" % 7))
+            except Exception as e:      # pragma: no cover (what the test is for)
+                errors.append(e)
+                return
+    t = threading.Thread(target=watcher)
+    t.start()
+    try:
+        for i in range(200):
+            churn = [box("web", "%064x" % (1000 + i * 10 + j)) for j in range(5)]
+            one_pass(naming, [a, b] + churn)
+    finally:
+        stop.set()
+        t.join()
+    assert not errors
+    assert naming.instance_of(a) == "cgroup-web"
+
+
+def test_plugin_instance_is_the_base_of_every_suffix():
+    c = box("web", "f" * 64)
+    naming = Naming("{runtime}-{name}")
+    assert naming.instance_of(c) == plugin_instance(c, "{runtime}-{name}") == "cgroup-web"

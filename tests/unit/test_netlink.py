@@ -529,3 +529,105 @@ def test_same_names_with_the_loopback():
         missing = max(i for i, _ in socket.if_nameindex()) + 1000
         assert netlink._same_names(fd, netlink._name_checks([("x", lo._replace(index=missing))])) is False
         assert netlink._same_names(fd, []) is True
+
+
+# -- malformed replies: every length checked, parsing stops at the first malformed message -----------------------
+
+def test_netlink_socket_times_out_instead_of_blocking():
+    with netlink.netlink_socket(0.05) as s:
+        raw = s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, netlink._TIMEVAL.size)
+        sec, usec = netlink._TIMEVAL.unpack(raw)
+        assert sec == 0 and 40000 <= usec <= 60000              # the kernel keeps it in jiffies
+        with pytest.raises(BlockingIOError):
+            s.recv(64)                          # nothing asked, nothing comes: EAGAIN, not a hang
+    with netlink.netlink_socket() as s:
+        raw = s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, netlink._TIMEVAL.size)
+        assert netlink._TIMEVAL.unpack(raw) == (int(netlink.RECV_TIMEOUT), 0)
+
+
+def _messages(chunk):
+    """[(offset, length, type)] of the messages of one chunk."""
+    out, pos = [], 0
+    while pos + 16 <= len(chunk):
+        mlen, mtype = struct.unpack_from("=IH", chunk, pos)
+        out.append((pos, mlen, mtype))
+        pos += (mlen + 3) & ~3
+    return out
+
+
+def test_parse_link_raises_malformed_for_lengths_that_do_not_hold(capture):
+    msg = _nlcap0_message(capture)
+    good = netlink.parse_link(bytes(msg), 16, len(msg))
+    with pytest.raises(netlink.Malformed):
+        netlink.parse_link(msg, 16, 16 + 15)                  # shorter than ifinfomsg
+    with pytest.raises(netlink.Malformed):
+        netlink.parse_link(msg, 16, len(msg) + 4)             # beyond the buffer
+    for pos, alen, atype in _attrs(msg):
+        for bad_len in (3, alen + 4 + len(msg)):
+            broken = bytearray(msg)
+            struct.pack_into("=H", broken, pos, bad_len)
+            with pytest.raises(netlink.Malformed):
+                netlink.parse_link(broken, 16, len(broken))
+        if atype & 0x3fff in (netlink.IFLA_LINK, netlink.IFLA_LINK_NETNSID, netlink.IFLA_STATS64,
+                              netlink.IFLA_STATS):
+            broken = bytearray(msg)
+            struct.pack_into("=H", broken, pos, 6)            # a fixed payload cut short
+            with pytest.raises(netlink.Malformed):
+                netlink.parse_link(broken, 16, len(broken))
+    assert netlink.parse_link(bytes(msg), 16, len(msg)) == good
+
+
+def test_a_malformed_message_keeps_what_came_before_and_still_sees_the_done(capture):
+    parts = [bytearray(c) for c in chunks(capture, "links")]
+    # the chunk holding the last RTM_NEWLINK; break that message's first attribute length
+    k = max(i for i, c in enumerate(parts) if any(m[2] == netlink.RTM_NEWLINK for m in _messages(c)))
+    pos = [m for m in _messages(parts[k]) if m[2] == netlink.RTM_NEWLINK][-1][0]
+    struct.pack_into("=H", parts[k], pos + 32, 2)
+    whole = b"".join(parts)
+    assert _messages(whole)[-1][2] == netlink.NLMSG_DONE
+    links, bad = [], []
+    assert netlink.parse_messages(whole, links, [], bad=bad) is True        # the DONE behind it is seen
+    plain = []
+    netlink.parse_messages(b"".join(chunks(capture, "links")), plain, [])
+    assert links == plain[:-1] and len(bad) == 1 and "attribute" in bad[0]
+    sock = FakeSocket([bytes(c) for c in parts])
+    bad = []
+    got, _ = netlink.dump(sock, netlink.LINKS_REQUEST, bad=bad)
+    assert sock.replies == [] and len(got) == len(expected_links(capture)) - 1 and len(bad) == 1
+
+
+def test_a_message_that_cannot_be_framed_ends_the_dump(capture):
+    """A length beyond the buffer: the DONE may have been in the lost bytes, so the dump ends there
+    rather than wait for it (a real socket would block)."""
+    parts = chunks(capture, "links")
+    first = bytearray(parts[0])
+    second_pos = _messages(first)[1][0]
+    struct.pack_into("=I", first, second_pos, 1 << 20)
+    sock = FakeSocket([bytes(first)] + parts[1:])
+    bad = []
+    links, nsids = netlink.dump(sock, netlink.LINKS_REQUEST, bad=bad)
+    assert len(links) == 1 and sock.received == 1 and "length 1048576" in bad[0]
+    assert netlink.dump_stats(FakeSocket([b"\0" * 7])) == {}
+    assert netlink.parse_messages(b"", [], []) is False
+
+
+def test_malformed_error_nsid_and_stats_messages(capture):
+    # NLMSG_ERROR without its error code
+    msg = struct.pack("=IHHII", 18, netlink.NLMSG_ERROR, 0, 1, 0) + b"\0\0"
+    bad = []
+    assert netlink.parse_messages(msg + b"\0\0", [], [], bad=bad) is False and bad
+    # an nsid answer cut short is an answer: None, and get_nsid does not wait for another
+    nsid = bytearray(chunks(capture, "nsid_peer")[0])
+    struct.pack_into("=H", nsid, 16 + 4, 5)
+    nsids = []
+    netlink.parse_messages(nsid, [], nsids)
+    assert nsids == [None]
+    assert netlink.get_nsid(FakeSocket([bytes(nsid)]), 3) is None
+    # RTM_NEWSTATS whose statistics attribute is cut short: that interface, and the rest of the buffer
+    stats_chunk = bytearray(chunks(capture, "stats")[0])
+    first = _messages(stats_chunk)[0]
+    struct.pack_into("=H", stats_chunk, first[0] + 16 + 12, 8)
+    stats, bad = {}, []
+    assert netlink.parse_messages(stats_chunk, None, None, stats=stats, bad=bad) is True
+    assert stats == {} and len(bad) == 1
+    assert netlink.dump_stats(FakeSocket([bytes(stats_chunk)])) == {}

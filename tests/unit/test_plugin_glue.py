@@ -97,6 +97,7 @@ def test_no_module_block_gives_one_default_instance(env):
 
 
 def test_every_option_parsed_with_keys_in_any_case(env, tmp_path):
+    (tmp_path / "proc").mkdir()         # a HostRoot has a proc/
     fake, plugin = env
     configure(fake,
               option("mAtCh", "^/batch/(?P<name>[^/]+)$", "batch"),
@@ -241,7 +242,46 @@ BAD = [
     ("ContainersRunRoot", ("/a", "/b")),
     ("InstanceFormat", ("{label}",)),
     ("Bogus", ("x",)),
+    # issue 15: values the README's table cannot honour
+    ("Interval", (0.0001,)),
+    ("InstanceFormat", ("{name!r}",)),
+    ("InstanceFormat", ("{name:>500}",)),
+    ("HostRoot", ("/nonexistent",)),
+    ("HostRoot", ("relative/dir",)),
+    ("HostRoot", ("/etc/hostname",)),
+    ("HostRoot", ("/usr/share",)),          # a directory, but no proc/ below it
+    ("DockerDataRoot", ("",)),
+    ("DockerDataRoot", ("var/lib/docker",)),
+    ("ContainersStorage", ("",)),
+    ("ContainersRunRoot", ("",)),
+    ("ContainerdState", ("/run/containerd", "")),
+    ("MaxInterfaces", (0.0,)),
+    ("MaxInterfaces", (2.5,)),
+    ("MaxInterfaces", ("many",)),
+    ("MaxDevices", (-1.0,)),
+    ("MaxValues", (10.0,)),
+    ("MaxValues", (1e12,)),
 ]
+
+
+@pytest.mark.parametrize("key,values", [("Interval", (1.0,)), ("HostRoot", ("/",)), ("InstanceFormat", ("{name}",)),
+                                        ("MaxInterfaces", (16.0,)), ("PerCPU", (True,)), ("Metrics", ("cpu",))])
+def test_an_option_given_twice_is_an_error_unless_repeatable(env, key, values):
+    fake, plugin = env
+    with pytest.raises(plugin.ConfigError) as info:
+        configure(fake, option(key, *values), option(key, *values))
+    assert str(info.value).startswith("%s: given more than once" % key), str(info.value)
+
+
+def test_repeatable_options_add_up(env):
+    fake, plugin = env
+    configure(fake, option("Match", "^/a/(?P<name>[^/]+)$"), option("Match", "^/b/(?P<name>[^/]+)$"),
+              option("Interface", "eth0"), option("Interface", "eth1"), option("MaxValues", 500.0),
+              option("MaxInterfaces", 4.0), option("MaxDevices", 2.0))
+    opts = plugin._config_blocks[0][0]
+    assert [m for m, _ in opts.match] == ["^/a/(?P<name>[^/]+)$", "^/b/(?P<name>[^/]+)$"]
+    assert opts.interfaces == ["eth0", "eth1"]
+    assert (opts.max_values, opts.max_interfaces, opts.max_devices) == (500, 4, 2)
 
 
 @pytest.mark.parametrize("key,values", BAD, ids=["%s%r" % (k, v) for k, v in BAD])
