@@ -55,6 +55,10 @@ class Instance(object):
         self._pending = []      # containers read and not yet dispatched (see DISPATCH_BATCH)
         self._pending_values = 0
         self._last_pass = None  # _clock() at the start of the last pass
+        # The time between the last two passes: the interval of final figures when the block has no
+        # Interval of its own.  They are dispatched from the exit watcher's thread, which has no plugin
+        # context: without an interval collectd logs "Unable to determine Interval" for every value list.
+        self._seen_interval = None
         # CollectOnExit (issue 6): a watcher thread with a collector of its own places sentinels and
         # dispatches each exited container's final figures from that thread (collectd.Values is thread-safe).
         self.watcher = None
@@ -70,8 +74,9 @@ class Instance(object):
     def dispatch_final(self, final):
         """CollectOnExit: every sample once more and the lifetime totals, with meta final=true."""
         v = collectd.Values(plugin=identifiers.PLUGIN, plugin_instance=final.instance)
-        if self.interval:
-            v.interval = self.interval
+        interval = self.interval or self._seen_interval
+        if interval:
+            v.interval = interval
         meta = dict(final.container.meta(self.meta_labels) if self.send_meta else {}, final=True)
         for group_meta, samples in identifiers.meta_groups(final.value_lists(), final.peers, meta):
             v.meta = group_meta
@@ -141,6 +146,8 @@ class Instance(object):
             # the first pass takes it as long, so it keeps nothing).
             now = _clock()
             interval = self.interval or (now - self._last_pass if self._last_pass is not None else float("inf"))
+            if self._last_pass is not None:
+                self._seen_interval = round(now - self._last_pass, 3)
             self._last_pass = now
             try:
                 found = self.collector.collect(sink=self._queue, interval=interval)
