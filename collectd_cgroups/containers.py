@@ -10,7 +10,6 @@ the walk goes on into it, where its containers are.  What the runtimes keep
 on disk (runtimes/: names, pods, images, labels) is read once per container.
 """
 
-import errno
 import os
 import re
 
@@ -47,7 +46,6 @@ MAX_DEPTH = 16               # guard against pathological trees: levels walked b
 MAX_DEEP_LOGGED = 64         # (hierarchy, top directory) pairs whose depth limit is logged
 LEAVES_AT = 16               # subdirectories from which a v2 directory's cgroup.stat is worth reading
 _UNSET = object()
-_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 NOTHING = Metadata()
 
 
@@ -417,7 +415,7 @@ def _age(c):
 def _descendants(directory):
     """``nr_descendants`` of a cgroup v2 directory's cgroup.stat; None when it cannot be read."""
     try:
-        data = _read_once(directory + "/cgroup.stat", 4096)
+        data = fs.read_bytes(directory + "/cgroup.stat", 4096)
     except OSError:
         return None
     for line in data.split(b"\n"):
@@ -490,33 +488,9 @@ HEAD_SIZE = 4096
 
 
 def read_head(directory, name, size=HEAD_SIZE):
-    """The first ``size`` bytes of ``directory/name`` (one read); None when this cgroup has no such file.
+    """The first ``size`` bytes of ``directory/name`` (one read); None when this cgroup has no such file,
     Gone and other errors as fs.read_cgroup_file decides them."""
-    path = directory + "/" + name
-    try:
-        return _read_once(path, size)
-    except OSError as e:
-        if e.errno not in fs.GONE_ERRNOS:
-            raise
-        if e.errno != errno.ENOENT or not os.path.isdir(directory):
-            raise fs.Gone(directory)
-    # The directory exists, but it may be a new cgroup under the same path: only a second miss means the
-    # file is really absent (as fs.read_cgroup_file).
-    try:
-        return _read_once(path, size)
-    except OSError as e:
-        if e.errno == errno.ENOENT:
-            return None
-        fs.raise_if_gone(e, directory)
-        raise
-
-
-def _read_once(path, size):
-    fd = os.open(path, _FLAGS)
-    try:
-        return os.read(fd, size)
-    finally:
-        os.close(fd)
+    return fs.read_cgroup_file(directory, name, head=size)
 
 
 def _first_pid_below(directory, depth, visited):

@@ -42,10 +42,12 @@ def raise_if_gone(error, path):
         raise Gone(path) from None
 
 
-def read_bytes(path):
-    """Whole content of a pseudo-file."""
+def read_bytes(path, head=None):
+    """Whole content of a pseudo-file; with ``head``, its first ``head`` bytes at most (one read)."""
     fd = os.open(path, _FLAGS)
     try:
+        if head is not None:
+            return os.read(fd, head)
         data = os.read(fd, _READ_SIZE)
         if len(data) == _READ_SIZE:  # rare: a file larger than one buffer
             chunks = [data]
@@ -67,8 +69,9 @@ def read_text(path):
 _pread = os.pread     # module attribute: the benchmark's tracer replaces it
 
 
-def read_cgroup_file(directory, name, kept=None):
-    """Content of ``directory/name``; None when this cgroup simply has no such file.
+def read_cgroup_file(directory, name, kept=None, head=None):
+    """Content of ``directory/name`` (its first ``head`` bytes, with ``head`` and no ``kept``); None when
+    this cgroup simply has no such file.
 
     Raises Gone when the directory itself is gone, OSError for other failures
     (EACCES, EIO) so the caller can skip that file and log it.
@@ -95,7 +98,7 @@ def read_cgroup_file(directory, name, kept=None):
                 return data
     path = directory + "/" + name
     try:
-        return read_bytes(path)
+        return read_bytes(path, head)
     except OSError as e:
         if e.errno not in GONE_ERRNOS:
             raise
@@ -105,7 +108,7 @@ def read_cgroup_file(directory, name, kept=None):
     # restart between the open and the check): only a second miss means the
     # file is really absent.
     try:
-        return read_bytes(path)
+        return read_bytes(path, head)
     except OSError as e:
         if e.errno == errno.ENOENT:
             return None

@@ -299,12 +299,11 @@ class Blkio(Reader):
             devices.update(per)
         if not devices:
             return []
-        order = sorted(devices, key=_device_order) if len(devices) > 1 else list(devices)
-        unreported = ()
-        if len(order) > self.max_devices:
+        every = sorted(devices, key=_device_order) if len(devices) > 1 else list(devices)
+        order = every
+        if len(every) > self.max_devices:
             # The first max_devices by MAJ:MIN; the others count in the totals only, no sample is built.
-            unreported = order[self.max_devices:]
-            del order[self.max_devices:]
+            order = every[:self.max_devices]
             bad.append(Limit("MaxDevices %d: %d block devices, the first %d by MAJ:MIN reported"
                              % (self.max_devices, len(devices), self.max_devices)))
         names, used = {}, set()
@@ -323,28 +322,21 @@ class Blkio(Reader):
                 continue
             read = write = 0
             whole = True        # every device's counters known: the total is a total
-            for dev in order:
+            for dev in every:
                 value = per.get(dev)
                 if value is None:
                     continue
                 r, w, d = value
+                name = names.get(dev)       # None: past MaxDevices, in the total only
                 if r is BAD or w is BAD:
                     whole = False
                 else:
                     read += r
                     write += w
-                    out.append((type_, names[dev], (r, w)))
-                if d is not None and d is not BAD:
-                    out.append((discard_type, "discard-" + names[dev], (d,)))
-            for dev in unreported:
-                value = per.get(dev)
-                if value is not None:
-                    r, w, _ = value
-                    if r is BAD or w is BAD:
-                        whole = False
-                    else:
-                        read += r
-                        write += w
+                    if name is not None:
+                        out.append((type_, name, (r, w)))
+                if name is not None and d is not None and d is not BAD:
+                    out.append((discard_type, "discard-" + name, (d,)))
             if not whole:
                 bad.append("%s-%s left out: a device's counters are not numbers" % (type_, TOTAL))
             elif read > formats.INT64_MAX or write > formats.INT64_MAX:

@@ -60,12 +60,9 @@ def single(data, name, bad):
 def limit(data, name, bad):
     """A limit file (``memory.max``, ``pids.max``): its number; None for ``max`` (no limit, not bad) and
     for anything that is not a number (then described in ``bad``)."""
-    token = data.strip()
-    if token.isdigit() and (len(token) <= _SAFE_DIGITS or int(token) <= INT64_MAX):
-        return int(token)
-    if token != b"max":
-        bad.append(bad_value(name, token))
-    return None
+    if data.strip() == b"max":
+        return None
+    return single(data, name, bad)
 
 
 def flat_keyed(data, bad=None, name=None):

@@ -44,17 +44,20 @@ def _start_time(pid):
         return None
 
 
-def cleanup_stale(log=print):
+def cleanup_stale(log=print, lab_class=None):
     """Remove what earlier runs left behind when they were killed outright (SIGKILL leaves no time to
-    clean up): labs whose owner file names a benchmark process that is no longer running.  Their
-    processes are gone already (they die with the benchmark); this removes cgroups, namespaces and files."""
+    clean up): labs of ``lab_class`` (BenchLab, or a subclass with names of its own) whose owner file names
+    a process that is no longer running.  Their processes are gone already (they die with the run); this
+    removes cgroups, namespaces and files."""
+    lab_class = lab_class or BenchLab
+    name_prefix, work_prefix = lab_class.NAME + "-", lab_class.NAME + "-work-"
     for base in ("/var/tmp", "/tmp"):
         try:
             names = os.listdir(base)
         except OSError:
             continue
         for name in names:
-            if not name.startswith("ccgbench-") or name.startswith("ccgbench-work-"):
+            if not name.startswith(name_prefix) or name.startswith(work_prefix):
                 continue
             scratch = os.path.join(base, name)
             try:
@@ -63,13 +66,13 @@ def cleanup_stale(log=print):
             except (OSError, ValueError):
                 continue
             if _start_time(int(pid)) == started:
-                continue                    # that benchmark is still running
-            lab = BenchLab(None, tag=name[len("ccgbench-"):])
+                continue                    # that run is still going
+            lab = lab_class(None, tag=name[len(name_prefix):])
             lab.tree = CgroupTree(lab.prefix)
             lab.host_made = os.path.exists(lab.host_path)
             lab.scratch = scratch
             left = lab.close()
-            if workdir.startswith("/tmp/ccgbench-work-"):
+            if workdir.startswith("/tmp/" + work_prefix):
                 shutil.rmtree(workdir, ignore_errors=True)
             log("removed the leftovers of an earlier run (%s)%s" % (lab.prefix, ": left " + ", ".join(left)
                                                                     if left else ""))
@@ -99,12 +102,15 @@ def _disk_of(path):
 
 
 class BenchLab(object):
+    NAME = "ccgbench"       # the cgroup prefix and scratch directory are NAME-<hex>, the work directory
+    IFNAME = "cb"           # NAME-work-...; host ends of the veths IFNAME<hex>v<n>
+
     def __init__(self, box_binary, tag=None):
         self.hex = tag or secrets.token_hex(3)
-        self.prefix = "ccgbench-" + self.hex
+        self.prefix = "%s-%s" % (self.NAME, self.hex)
         self.host = self.prefix + "-h"
         self.host_path = "/run/netns/" + self.host
-        self.ifprefix = "cb%sv" % self.hex
+        self.ifprefix = "%s%sv" % (self.IFNAME, self.hex)
         self.box_binary = box_binary
         self.tree = None
         self.boxes = []            # Popen of each box process

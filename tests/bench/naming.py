@@ -29,18 +29,9 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _src(argv):
-    for i, arg in enumerate(argv):
-        if arg == "--src" and i + 1 < len(argv):
-            return os.path.abspath(argv[i + 1])
-        if arg.startswith("--src="):
-            return os.path.abspath(arg[len("--src="):])
-    return os.path.dirname(os.path.dirname(HERE))
-
-
-sys.path.insert(0, _src(sys.argv[1:]))
+sys.path.insert(0, HERE)
+from srcarg import src_checkout  # noqa: E402
+sys.path.insert(0, src_checkout(sys.argv[1:], os.path.dirname(os.path.dirname(HERE))))
 
 from collectd_cgroups.collector import Collector, Options  # noqa: E402
 

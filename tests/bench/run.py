@@ -57,24 +57,13 @@ import time
 import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _src(argv):
-    """--src DIR, looked at before anything imports collectd_cgroups (see main)."""
-    for i, arg in enumerate(argv):
-        if arg == "--src" and i + 1 < len(argv):
-            return os.path.abspath(argv[i + 1])
-        if arg.startswith("--src="):
-            return os.path.abspath(arg[len("--src="):])
-    return os.path.dirname(os.path.dirname(HERE))
-
-
-SRC = _src(sys.argv[1:])        # the checkout whose collectd_cgroups is measured
 CHECKOUT = os.path.dirname(os.path.dirname(HERE))      # the benchmark's own checkout: its lab
 # A script measuring other checkouts sets sys.path itself (and imports nothing from tests/ but its lab.py):
 # collectd_cgroups from SRC, imported before this checkout joins the path so that it stays SRC's (its
 # submodules follow the package), then ccg_lab (the lab's synthetic containers) from this checkout.
 sys.path.insert(0, HERE)
+from srcarg import src_checkout  # noqa: E402
+SRC = src_checkout(sys.argv[1:], CHECKOUT)        # the checkout whose collectd_cgroups is measured
 sys.path.insert(1, SRC)
 import collectd_cgroups  # noqa: E402,F401
 sys.path.insert(1, CHECKOUT)
@@ -840,7 +829,7 @@ def main(argv=None):
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)     # also when started with SIGINT ignored (a background job)
     stub_collectd()
-    workdir = tempfile.mkdtemp(prefix="ccgbench-work-")
+    workdir = tempfile.mkdtemp(prefix=BenchLab.NAME + "-work-")
     lab = None
     host = None
     results = []

@@ -372,8 +372,8 @@ def test_a_pass_reads_two_blkio_files_per_generation_counting_something(tree, wo
     calls = []
     real = fs.read_cgroup_file
 
-    def spy(d, name, kept=None):
-        result = real(d, name, kept)
+    def spy(d, name, kept=None, head=None):
+        result = real(d, name, kept, head)
         calls.append((d, name, result is not None))
         return result
     monkeypatch.setattr(fs, "read_cgroup_file", spy)

@@ -130,9 +130,9 @@ def test_container_restarted_during_a_read_keeps_every_metric(tree, monkeypatch)
         remove_dirs(tree, "phoenix")                  # the container stops ...
         real_read_bytes, restarts = fs.read_bytes, []
 
-        def read_bytes(p):
+        def read_bytes(p, head=None):
             try:
-                return real_read_bytes(p)
+                return real_read_bytes(p, head)
             except FileNotFoundError:
                 if not restarts and path + "/" in p:
                     make_dirs(tree, "phoenix")        # ... and starts again, between open() and isdir()

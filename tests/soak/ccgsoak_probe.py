@@ -11,12 +11,17 @@ Every ``Every`` seconds it appends one JSON line to ``Out``:
   instances (``collectd_cgroups.plugin._instances``, attributes followed through objects of collectd_cgroups
   classes) and held in a module global of a ``collectd_cgroups`` module: a cache keyed by container shows
   up there as a length that keeps growing;
-- ``objects``: counts of the most common Python object types (gc.get_objects), for the top differences.
+- ``objects``: counts of the most common Python object types (gc.get_objects), for the top differences;
+- ``malloc_kib``: glibc's ``mallinfo2()`` over all arenas: ``in_use`` (allocated chunks, whoever asked:
+  collectd, its plugins, Python), ``free`` (free chunks held in the arenas), ``arena`` (their total,
+  ``sbrk`` and arena heaps), ``mmap`` (chunks mmapped on their own), ``releasable`` (free at the tops of
+  the heaps): RSS that rises with ``in_use`` flat is the allocator's fragmentation, not a leak.
 
 Lab code: never loaded by users.  Standard library only.
 """
 
 import collections
+import ctypes
 import gc
 import json
 import os
@@ -53,6 +58,24 @@ def _rss_kib():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return None
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+        "keepcost")]
+
+
+def _malloc_kib():
+    """glibc's own account of the heap (None where the C library has no mallinfo2: glibc < 2.33, musl)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallinfo2.restype = _Mallinfo2
+        info = libc.mallinfo2()
+    except (AttributeError, OSError):
+        return None
+    return {"in_use": info.uordblks // 1024, "free": info.fordblks // 1024, "arena": info.arena // 1024,
+            "mmap": info.hblkhd // 1024, "releasable": info.keepcost // 1024}
 
 
 def _walk(obj, path, out, seen, depth):
@@ -104,7 +127,8 @@ def _objects():
 
 def read(data=None):
     now = time.monotonic() - STATE["start"]
-    record = {"t": round(now, 1), "rss_kib": _rss_kib(), "gc_objects": len(gc.get_objects())}
+    record = {"t": round(now, 1), "rss_kib": _rss_kib(), "malloc_kib": _malloc_kib(),
+              "gc_objects": len(gc.get_objects())}
     cur_sizes = sizes()
     objects = _objects()
     if tracemalloc.is_tracing():

@@ -83,19 +83,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHECKOUT = os.path.dirname(os.path.dirname(HERE))       # the soak's own checkout: its lab
-
-
-def _src(argv):
-    """--src DIR, looked at before anything imports collectd_cgroups (as tests/bench/run.py does)."""
-    for i, arg in enumerate(argv):
-        if arg == "--src" and i + 1 < len(argv):
-            return os.path.abspath(argv[i + 1])
-        if arg.startswith("--src="):
-            return os.path.abspath(arg[len("--src="):])
-    return CHECKOUT
-
-
-SRC = _src(sys.argv[1:])        # the checkout whose plugin collectd loads
+sys.path.insert(0, os.path.join(CHECKOUT, "tests", "bench"))
+from srcarg import src_checkout  # noqa: E402
+SRC = src_checkout(sys.argv[1:], CHECKOUT)        # the checkout whose plugin collectd loads
 sys.path.insert(0, CHECKOUT)
 
 from ccg_lab.synthetic import UNIFIED, CgroupTree, check_path  # noqa: E402
@@ -103,8 +93,6 @@ from tests.bench import lab as bench_lab  # noqa: E402
 from tests.bench.lab import BenchLab  # noqa: E402
 
 COLLECTD = "/usr/sbin/collectd"
-PREFIX = "ccgsoak-"
-WORK_PREFIX = "ccgsoak-work-"
 STATE_DIR = "/run/collectd-cgroups"     # CollectOnExit's state directory: in collectd's private /run
 SYSTEMD_SOFT_NOFILE = 1024
 PR_SET_PDEATHSIG = 1
@@ -152,12 +140,11 @@ class SoakLab(BenchLab):
     ``ccgsoak-<hex>-h``, veths ``cs<hex>v<n>``), with containers started and stopped one at a time: one box
     process (tests/bench/box.c with a count of 1) per container."""
 
+    NAME = "ccgsoak"
+    IFNAME = "cs"
+
     def __init__(self, box_binary, role="", tag=None, rng=None, life=(3.0, 12.0)):
         super().__init__(box_binary, tag=tag)
-        self.prefix = PREFIX + self.hex
-        self.host = self.prefix + "-h"
-        self.host_path = "/run/netns/" + self.host
-        self.ifprefix = "cs%sv" % self.hex
         self.role = role
         self.rng = rng or random.Random(0)
         self.life = life
@@ -345,39 +332,16 @@ class SoakLab(BenchLab):
 
 
 def cleanup_stale(log=print):
-    """What runs killed outright left (their owner file names a soak process that is no longer running):
-    tests/bench/lab.py's cleanup_stale for the soak's names."""
-    for base in ("/var/tmp", "/tmp"):
-        try:
-            names = os.listdir(base)
-        except OSError:
-            continue
-        for name in names:
-            if not name.startswith(PREFIX) or name.startswith(WORK_PREFIX):
-                continue
-            scratch = os.path.join(base, name)
-            try:
-                with open(os.path.join(scratch, "owner")) as f:
-                    pid, started, workdir = f.read().split("\n")[:3]
-            except (OSError, ValueError):
-                continue
-            if bench_lab._start_time(int(pid)) == started:
-                continue                    # that soak is still running
-            lab = SoakLab(None, tag=name[len(PREFIX):])
-            lab.tree = CgroupTree(lab.prefix)
-            lab.host_made = os.path.exists(lab.host_path)
-            lab.scratch = scratch
-            left = lab.close()
-            if workdir.startswith("/tmp/" + WORK_PREFIX):
-                shutil.rmtree(workdir, ignore_errors=True)
-            log("removed the leftovers of an earlier run (%s)%s" % (lab.prefix, ": left " + ", ".join(left)
-                                                                    if left else ""))
+    """What runs killed outright left: tests/bench/lab.py's cleanup_stale for the soak's names."""
+    bench_lab.cleanup_stale(log, lab_class=SoakLab)
 
 
 # -- collectd ----------------------------------------------------------------------------------------------
 
-CONF = """\
-# Written by tests/soak/run.py ({role})
+# The head of both configurations: daemon, log, writer (the network plugin to a port nobody listens on, in
+# the lab's own host namespace: loopback), the python plugin loaded.
+CONF_HEAD = """\
+# Written by tests/soak/run.py ({role}{what})
 Hostname "ccgsoak-{role}"
 FQDNLookup false
 BaseDir "{dir}"
@@ -390,7 +354,6 @@ LoadPlugin logfile
   Timestamp true
   PrintSeverity true
 </Plugin>
-# The writer: the network plugin to a port nobody listens on, in the lab's own host namespace (loopback).
 LoadPlugin network
 <Plugin network>
   Server "127.0.0.1" "{port}"
@@ -398,6 +361,9 @@ LoadPlugin network
 <LoadPlugin python>
   Globals true
 </LoadPlugin>
+"""
+
+CONF = CONF_HEAD + """\
 <Plugin python>
   ModulePath "{src}"
 {probe}  Import "collectd_cgroups.plugin"
@@ -409,27 +375,7 @@ LoadPlugin network
 """
 
 # --replay: the reference, collectd with tests/soak/ccgsoak_replay.py instead of the plugin.
-CONF_REPLAY = """\
-# Written by tests/soak/run.py ({role}, --replay)
-Hostname "ccgsoak-{role}"
-FQDNLookup false
-BaseDir "{dir}"
-PIDFile "{dir}/collectd.pid"
-Interval 1
-LoadPlugin logfile
-<Plugin logfile>
-  LogLevel info
-  File "{dir}/collectd.log"
-  Timestamp true
-  PrintSeverity true
-</Plugin>
-LoadPlugin network
-<Plugin network>
-  Server "127.0.0.1" "{port}"
-</Plugin>
-<LoadPlugin python>
-  Globals true
-</LoadPlugin>
+CONF_REPLAY = CONF_HEAD + """\
 <Plugin python>
 {probe}  ModulePath "{here}"
   Import "ccgsoak_replay"
@@ -480,12 +426,13 @@ class Collectd(object):
         self.replay = replay
         if replay:
             with open(self.conf, "w") as f:
-                f.write(CONF_REPLAY.format(role=role, dir=self.dir, port=PORT, probe=probe_text, here=HERE,
+                f.write(CONF_REPLAY.format(role=role, what=", --replay", dir=self.dir, port=PORT,
+                                           probe=probe_text, here=HERE,
                                            containers=replay["containers"], life0=replay["life"][0],
                                            life1=replay["life"][1], seed=replay["seed"]))
         else:
             with open(self.conf, "w") as f:
-                f.write(CONF.format(role=role, dir=self.dir, port=PORT, src=_esc(SRC), probe=probe_text,
+                f.write(CONF.format(role=role, what="", dir=self.dir, port=PORT, src=_esc(SRC), probe=probe_text,
                                     match=_esc(lab.match_regex()), ignore=_esc(lab.ignore_regex()),
                                     extra=("    CollectOnExit true\n" if collect_on_exit else "") +
                                     "".join("    %s\n" % o for o in options)))
@@ -786,7 +733,7 @@ def main(argv=None):
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
-    workdir = tempfile.mkdtemp(prefix=WORK_PREFIX)
+    workdir = tempfile.mkdtemp(prefix=SoakLab.NAME + "-work-")
     roles = {"both": ("plain", "exit"), "plain": ("plain",), "exit": ("exit",)}[args.mode]
     labs = {}
     daemons = {}
@@ -921,6 +868,10 @@ def main(argv=None):
                     for key in ("rss_kib", "traced_kib", "gc_objects"):
                         if key in recs[-1]:
                             print("    %s: %s" % (key, " ".join(str(r.get(key)) for r in recs)))
+                    for key in ("in_use", "free", "arena", "mmap", "releasable"):
+                        if recs[-1].get("malloc_kib"):
+                            print("    malloc %s KiB: %s" % (key, " ".join(
+                                str((r.get("malloc_kib") or {}).get(key)) for r in recs)))
                     for key in ("sizes_grown", "objects_grown", "sizes_largest", "top", "top_tracebacks"):
                         for item in recs[-1].get(key, [])[:15]:
                             print("    %s: %s" % (key, item))

@@ -417,8 +417,8 @@ class ReadLog(object):
         self.calls = []
         real = fs.read_cgroup_file
 
-        def spy(directory, name, kept=None):
-            result = real(directory, name, kept)
+        def spy(directory, name, kept=None, head=None):
+            result = real(directory, name, kept, head)
             self.calls.append((directory, name, result is not None))
             return result
         monkeypatch.setattr(fs, "read_cgroup_file", spy)
