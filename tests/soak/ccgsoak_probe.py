@@ -15,7 +15,10 @@ Every ``Every`` seconds it appends one JSON line to ``Out``:
 - ``malloc_kib``: glibc's ``mallinfo2()`` over all arenas: ``in_use`` (allocated chunks, whoever asked:
   collectd, its plugins, Python), ``free`` (free chunks held in the arenas), ``arena`` (their total,
   ``sbrk`` and arena heaps), ``mmap`` (chunks mmapped on their own), ``releasable`` (free at the tops of
-  the heaps): RSS that rises with ``in_use`` flat is the allocator's fragmentation, not a leak.
+  the heaps): RSS that rises with ``in_use`` flat is the allocator's fragmentation, not a leak;
+- ``rss_trimmed_kib`` (with ``CCGSOAK_TRIM=1`` in collectd's environment: ``--env CCGSOAK_TRIM=1``): VmRSS
+  right after glibc's ``malloc_trim(0)``, which gives the free pages of every arena back to the kernel:
+  what of the RSS was free heap, and (the next records) whether trimming keeps it flat.
 
 Lab code: never loaded by users.  Standard library only.
 """
@@ -129,6 +132,9 @@ def read(data=None):
     now = time.monotonic() - STATE["start"]
     record = {"t": round(now, 1), "rss_kib": _rss_kib(), "malloc_kib": _malloc_kib(),
               "gc_objects": len(gc.get_objects())}
+    if os.environ.get("CCGSOAK_TRIM") == "1":
+        ctypes.CDLL(None).malloc_trim(0)
+        record["rss_trimmed_kib"] = _rss_kib()
     cur_sizes = sizes()
     objects = _objects()
     if tracemalloc.is_tracing():

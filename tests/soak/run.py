@@ -865,7 +865,7 @@ def main(argv=None):
                     recs = [json.loads(l) for l in f if l.strip()]
                 if recs:
                     print("  probe (last record, t=%.0f s after collectd start):" % recs[-1]["t"])
-                    for key in ("rss_kib", "traced_kib", "gc_objects"):
+                    for key in ("rss_kib", "rss_trimmed_kib", "traced_kib", "gc_objects"):
                         if key in recs[-1]:
                             print("    %s: %s" % (key, " ".join(str(r.get(key)) for r in recs)))
                     for key in ("in_use", "free", "arena", "mmap", "releasable"):
