@@ -51,10 +51,12 @@ RAW = "raw."      # the prefix of the second node's paths, the one with StoreRat
 def write_graphite(port, node="carbon", raw_node=False):
     """collectd's write_graphite with its defaults but for where carbon listens; with ``raw_node`` a
     second node into the same carbon stores the counters raw (``StoreRates false``) under ``raw.``."""
-    nodes = '  <Node "%s">\n    Host "127.0.0.1"\n    Port "%d"\n    Protocol "tcp"\n  </Node>\n' % (node, port)
+    def block(name, extra=""):
+        return '  <Node "%s">\n    Host "127.0.0.1"\n    Port "%d"\n    Protocol "tcp"\n%s  </Node>\n' % (
+            name, port, extra)
+    nodes = block(node)
     if raw_node:
-        nodes += ('  <Node "%s-raw">\n    Host "127.0.0.1"\n    Port "%d"\n    Protocol "tcp"\n'
-                  '    StoreRates false\n    Prefix "%s"\n  </Node>\n' % (node, port, RAW))
+        nodes += block(node + "-raw", '    StoreRates false\n    Prefix "%s"\n' % RAW)
     return 'LoadPlugin write_graphite\n<Plugin write_graphite>\n%s</Plugin>\n\n' % nodes
 
 

@@ -88,7 +88,7 @@ from srcarg import src_checkout  # noqa: E402
 SRC = src_checkout(sys.argv[1:], CHECKOUT)        # the checkout whose plugin collectd loads
 sys.path.insert(0, CHECKOUT)
 
-from ccg_lab.synthetic import UNIFIED, CgroupTree, check_path  # noqa: E402
+from ccg_lab.synthetic import UNIFIED, check_path  # noqa: E402
 from tests.bench import lab as bench_lab  # noqa: E402
 from tests.bench.lab import BenchLab  # noqa: E402
 
