@@ -37,6 +37,7 @@ import os
 import re
 import select
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -53,6 +54,8 @@ __all__ = [
     "WorkloadError",
     "check_path",
     "read_hierarchies",
+    "whole_disk",
+    "activate_blk_throttle",
     "DEFAULT_CONTROLLERS",
 ]
 
@@ -167,6 +170,34 @@ def _read(path):
 #: controllers in mountinfo.
 _KERNEL_ORDER = ("cpuset", "cpu", "cpuacct", "blkio", "memory", "devices", "freezer", "net_cls", "perf_event",
                  "net_prio", "hugetlb", "pids", "rdma", "misc", "debug")
+
+
+def whole_disk(path):
+    """MAJ:MIN of the whole disk holding ``path``, or that is ``path`` (a block device node); a partition's
+    parent, as blk-throttle works on disks.  None when ``path`` is on no block device (tmpfs, overlay)."""
+    st = os.stat(path)
+    st_dev = st.st_rdev if stat.S_ISBLK(st.st_mode) else st.st_dev
+    sysdir = "/sys/dev/block/%d:%d" % (os.major(st_dev), os.minor(st_dev))
+    if not os.path.exists(sysdir):
+        return None
+    real = os.path.realpath(sysdir)
+    if os.path.exists(real + "/partition"):
+        real = os.path.dirname(real)
+    with open(real + "/dev") as f:
+        return f.read().strip()
+
+
+def activate_blk_throttle(blkio_dir, path):
+    """Make cgroup v1 count block I/O on the disk holding ``path``: since Linux 6.9 blk-throttle (whose
+    ``blkio.throttle.*`` files are v1's only counters on disks without BFQ) starts counting on a disk only
+    once some cgroup has a rule for it (seen on 6.18: every file ``Total 0`` until then).  The rule written,
+    ``MAJ:MIN 0``, limits nothing; it goes into ``blkio_dir``, a v1 blkio directory of the caller's own.
+    Returns the disk's MAJ:MIN."""
+    disk = whole_disk(path)
+    if disk is None:
+        raise CgroupError("%s is on no block device" % path)
+    _write(blkio_dir + "/blkio.throttle.write_bps_device", "%s 0" % disk)
+    return disk
 
 
 def _v1_subsystems():

@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import time
 
-from ccg_lab.synthetic import UNIFIED, CgroupTree, check_path
+from ccg_lab.synthetic import UNIFIED, CgroupTree, activate_blk_throttle
 
 
 def run(*argv, **kw):
@@ -90,17 +90,6 @@ def _scratch_dir():
     raise RuntimeError("no directory on a block device for the O_DIRECT file (/var/tmp, /tmp)")
 
 
-def _disk_of(path):
-    """MAJ:MIN of the whole disk holding ``path`` (blk-throttle works on disks, not partitions)."""
-    st = os.stat(path)
-    majmin = "%d:%d" % (os.major(st.st_dev), os.minor(st.st_dev))
-    sysdir = os.path.realpath("/sys/dev/block/" + majmin)
-    if os.path.exists(sysdir + "/partition"):
-        with open(os.path.dirname(sysdir) + "/dev") as f:
-            majmin = f.read().strip()
-    return majmin
-
-
 class BenchLab(object):
     NAME = "ccgbench"       # the cgroup prefix and scratch directory are NAME-<hex>, the work directory
     IFNAME = "cb"           # NAME-work-...; host ends of the veths IFNAME<hex>v<n>
@@ -144,10 +133,8 @@ class BenchLab(object):
     def _activate_throttle(self, container):
         """blk-throttle on the scratch disk, through our own cgroup's file (no limit)."""
         blkio = container.dirs.get("blkio")
-        if blkio is None:
-            return
-        with open(check_path(blkio) + "/blkio.throttle.write_bps_device", "w") as f:
-            f.write("%s 0" % _disk_of(self.scratch))
+        if blkio is not None:
+            activate_blk_throttle(blkio, self.scratch)
 
     def add(self, count):
         """``count`` more containers; returns how long it took (seconds)."""

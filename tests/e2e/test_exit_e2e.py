@@ -13,11 +13,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
-from ccg_lab.synthetic import CgroupTree, read_hierarchies
+from ccg_lab.synthetic import CgroupTree, activate_blk_throttle, read_hierarchies
 from collectd_cgroups import sentinel
 from tests.support import collectd_harness as harness
 from tests.support.kernelutil import proc_alive as alive     # test_exit_runtimes.py imports it from here too
@@ -204,13 +203,11 @@ def test_runc_container_gets_final_figures(tmp_path):
     bundle, state = str(tmp_path / "bundle"), str(tmp_path / "runc-state")
     _runc_bundle(bundle, "/%s/%s" % (prefix, name))
     blkio_prefix = "/sys/fs/cgroup/blkio/" + prefix
-    dev = os.stat(bundle).st_dev
     # Every hierarchy: runc makes the prefix in all of them (cpuset, devices, freezer...); the tree removes it.
     with CgroupTree(prefix, controllers=tuple(k for k in read_hierarchies() if k != "unified")) as tree:
         tree._setup()       # the prefix directories, removed by the tree at the end
         # Activate blk-throttle on the disk so that blkio.throttle.* counts (see RECIPES.md).
-        with open(blkio_prefix + "/blkio.throttle.write_bps_device", "w") as f:
-            f.write("%d:%d 0" % (os.major(dev), os.minor(dev)))
+        activate_blk_throttle(blkio_prefix, bundle)
         cd, out = start_collectd(tmp_path / "cd", "^/%s/(?P<name>[^/]+)$" % prefix, ['Interface "lo"'])
         stdout = open(str(tmp_path / "container.out"), "w+")
         try:
@@ -265,7 +262,6 @@ def test_docker_container_gets_final_figures(tmp_path):
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     docker = lambda *a, **kw: subprocess.run([DOCKER, "-H", "unix://" + sock] + list(a), stdout=subprocess.PIPE,
                                              stderr=subprocess.STDOUT, timeout=120, **kw)
-    dev = os.stat(rootfs).st_dev
     try:
         harness.wait_until(lambda: docker("version").returncode == 0, 60, what="dockerd")
         tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
@@ -274,8 +270,7 @@ def test_docker_container_gets_final_figures(tmp_path):
         assert imp.returncode == 0, imp.stdout
         with CgroupTree(prefix, controllers=tuple(k for k in read_hierarchies() if k != "unified")) as tree:
             tree._setup()
-            with open("/sys/fs/cgroup/blkio/%s/blkio.throttle.write_bps_device" % prefix, "w") as f:
-                f.write("%d:%d 0" % (os.major(dev), os.minor(dev)))
+            activate_blk_throttle("/sys/fs/cgroup/blkio/" + prefix, rootfs)
             cd, out = start_collectd(tmp_path / "cd", "^/%s/nomatch$" % prefix,
                                      ['Interface "lo"', 'DockerDataRoot "%s"' % data, "SendMeta true",
                                       'MetaLabel "com.docker.compose.project" "com.docker.compose.service"'])

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from ccg_lab.synthetic import CgroupTree, check_path, read_hierarchies
+from ccg_lab.synthetic import CgroupTree, activate_blk_throttle, check_path, read_hierarchies
 from tests.support import collectd_harness as harness
 from tests.support.kernelutil import umount_under
 from tests.e2e.test_exit_e2e import _SCRIPT, _runc_bundle, alive, finals_of, sentinels_in, start_collectd
@@ -41,9 +41,7 @@ def _all_v1():
 
 def _throttle_on(prefix, path):
     """Activate blk-throttle on the disk holding ``path`` so that blkio.throttle.* counts (RECIPES.md)."""
-    dev = os.stat(path).st_dev
-    with open("/sys/fs/cgroup/blkio/%s/blkio.throttle.write_bps_device" % prefix, "w") as f:
-        f.write("%d:%d 0" % (os.major(dev), os.minor(dev)))
+    activate_blk_throttle("/sys/fs/cgroup/blkio/" + prefix, path)
 
 
 # What the runtime tests assert on; collectd's write threads may store a final's values in any order.

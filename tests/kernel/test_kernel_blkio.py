@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from ccg_lab.synthetic import check_path
+from ccg_lab.synthetic import activate_blk_throttle, check_path, whole_disk
 from collectd_cgroups import fs
 from tests.support.kernelutil import (CgroupTree, MiB, by_cgroup, make_collector, mountinfo_cgroups, new_prefix,
                                       teardown_tree)
@@ -54,18 +54,6 @@ for line in sys.stdin:
 # -- helpers --------------------------------------------------------------------------------------------
 
 
-def whole_disk(st_dev):
-    """MAJ:MIN of the whole disk of a device number (a partition's parent), or None."""
-    sysdir = "/sys/dev/block/%d:%d" % (os.major(st_dev), os.minor(st_dev))
-    if not os.path.exists(sysdir):
-        return None
-    real = os.path.realpath(sysdir)
-    if os.path.exists(real + "/partition"):
-        real = os.path.dirname(real)
-    with open(real + "/dev") as f:
-        return f.read().strip()
-
-
 def kernel_name(majmin):
     """The device's name as sysfs has it, our own way: the sysfs directory's name (dm: dm/name)."""
     real = os.path.realpath("/sys/dev/block/" + majmin)
@@ -95,10 +83,10 @@ def listed(path):
 def scratch():
     """A scratch directory on a real block device (not tmpfs) and that disk's MAJ:MIN."""
     for base in (tempfile.gettempdir(), "/var/tmp", os.path.dirname(os.path.abspath(__file__))):
-        if whole_disk(os.stat(base).st_dev):
+        if whole_disk(base):
             d = tempfile.mkdtemp(prefix="ccg-blkio-", dir=base)
             try:
-                yield d, whole_disk(os.stat(d).st_dev)
+                yield d, whole_disk(d)
             finally:
                 for name in os.listdir(d):
                     os.unlink(os.path.join(d, name))
@@ -260,7 +248,7 @@ def test_io_of_a_sub_cgroup_counts_for_its_container(tree, workers, scratch):
     assert own["Write"] == 0
 
 
-# -- a BFQ loop device, appearing and vanishing -----------------------------------------------------------
+# -- a loop device, appearing and vanishing -----------------------------------------------------------
 
 
 class LoopDevice(object):
@@ -319,31 +307,47 @@ class LoopDevice(object):
             os.unlink(self.image)
 
 
-def test_bfq_loop_device_appears_counts_and_vanishes(tree, workers, scratch):
+@pytest.mark.parametrize("counter", ["bfq", "blk-throttle"])
+def test_a_new_loop_device_appears_counts_and_vanishes(tree, workers, scratch, counter):
+    """A disk that did not exist when the collector started: counted by BFQ (the scheduler's own files) or
+    by blk-throttle, which on a fresh disk counts nothing until a cgroup has a rule for it (Linux 6.9+)."""
     directory, _ = scratch
-    c = tree.container("bfq")
+    c = tree.container("loop")
     collector, logs = make_collector(tree.prefix)
     collector.collect()                                   # a pass before the device exists
     loop = LoopDevice(directory)
     try:
-        assert "bfq" in loop.schedulers(), (
-            "the bfq scheduler is not available on this kernel (%s); it is built in on the project's VM"
-            % loop.schedulers())
-        loop.set_scheduler("bfq")
+        files = "blkio.bfq." if counter == "bfq" else "blkio.throttle."
         p = workers.start(container_dirs(c))
+        if counter == "bfq":
+            if "bfq" not in loop.schedulers():
+                pytest.skip("this kernel has no BFQ scheduler (CONFIG_IOSCHED_BFQ not set; a disk's "
+                            "schedulers: %s)" % " ".join(loop.schedulers()))
+            loop.set_scheduler("bfq")
+        else:
+            # a fresh queue: blk-throttle not active on it, so I/O on it is in no cgroup's file
+            workers.run(p, "write", loop.dev, 1)
+            uncounted = loop.majmin not in rwstat(c.dirs["blkio"] + "/blkio.throttle.io_service_bytes_recursive")
+            v = one_pass(collector, c)
+            print("%s before blk-throttle is active: listed by the kernel: %s, by the plugin: %s"
+                  % (loop.name, not uncounted, ("disk_octets", loop.name) in v))
+            if uncounted:               # kernels before 6.9 count every disk
+                assert ("disk_octets", loop.name) not in v
+            activate_blk_throttle(c.dirs["blkio"], loop.dev)
         io_w = workers.run(p, "write", loop.dev, 8)
         io_r = workers.run(p, "read", loop.dev, 4)
         v = one_pass(collector, c)
         read, write = v[("disk_octets", loop.name)]     # named at first sight, no restart
-        print("%s (%s, bfq): disk_octets %s, disk_ops %s; process io %s"
-              % (loop.name, loop.majmin, v[("disk_octets", loop.name)], v[("disk_ops", loop.name)], io_r))
+        print("%s (%s, %s): disk_octets %s, disk_ops %s; process io %s"
+              % (loop.name, loop.majmin, counter, v[("disk_octets", loop.name)], v[("disk_ops", loop.name)], io_r))
         assert 8 * MiB <= write <= io_w["write_bytes"]
         assert 4 * MiB <= read <= io_r["read_bytes"]
-        # the figures are BFQ's: its file lists the device, blk-throttle's does not (not active there)
-        bfq = rwstat(c.dirs["blkio"] + "/blkio.bfq.io_service_bytes_recursive")
-        assert (bfq[loop.majmin]["Read"], bfq[loop.majmin]["Write"]) == (read, write)
-        assert loop.majmin not in rwstat(c.dirs["blkio"] + "/blkio.throttle.io_service_bytes_recursive")
-        assert loop.majmin in listed(collector.hierarchies().mount_for("blkio").path + "/blkio.bfq.io_service_bytes")
+        # the figures are those of the counting generation's file, read our own way
+        kernel = rwstat(c.dirs["blkio"] + "/" + files + "io_service_bytes_recursive")
+        assert (kernel[loop.majmin]["Read"], kernel[loop.majmin]["Write"]) == (read, write)
+        if counter == "bfq":        # blk-throttle's file does not list it (not active there)
+            assert loop.majmin not in rwstat(c.dirs["blkio"] + "/blkio.throttle.io_service_bytes_recursive")
+        assert loop.majmin in listed(collector.hierarchies().mount_for("blkio").path + "/" + files + "io_service_bytes")
         assert 1 <= v[("disk_ops", loop.name)][1] <= write // 512
         # the device goes away: the next pass works and no longer lists it
         p.kill()
