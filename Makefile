@@ -78,10 +78,11 @@ bench: venv bench-deps
 	$(PY) tests/bench/naming.py
 
 # The churn soak (tests/soak/run.py): containers with their own network namespaces started and stopped
-# under two real collectd (without and with CollectOnExit) for SOAK_ARGS' minutes; prints the sampled series
+# under two real collectd (without and with CollectOnExit), and a third with a reference module instead of the
+# plugin, for SOAK_ARGS' minutes; prints the sampled series
 # and their slopes, fails if one grows after the warm-up or anything is left behind. Not part of `make test`
 # (tests/e2e/test_soak.py runs it for 1.5 minutes). Compiles tests/bench/box.c, hence bench-deps.
-SOAK_ARGS ?= --minutes 20
+SOAK_ARGS ?= --minutes 60 --reference
 
 soak: venv bench-deps
 	$(PY) tests/soak/run.py $(SOAK_ARGS)

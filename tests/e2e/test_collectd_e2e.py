@@ -21,7 +21,7 @@ import pytest
 from ccg_lab.synthetic import CgroupTree
 from collectd_cgroups.fs import FD_FLOOR
 from tests.support import collectd_harness as harness
-from tests.support.collectd_harness import Collectd, identifier, run_test_mode, wait_until
+from tests.support.collectd_harness import Collectd, identifier, run_test_mode
 from tests.support.kernelutil import CLK_TCK, proc_cpu_ticks
 
 MiB = 1 << 20

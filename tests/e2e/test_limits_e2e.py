@@ -23,8 +23,8 @@ import time
 import pytest
 
 from collectd_cgroups import collector
-from tests.support.collectd_harness import HOSTNAME, Collectd, wait_until
-from tests.support.netnsutil import NetLab, run
+from tests.support.collectd_harness import HOSTNAME, Collectd
+from tests.support.netnsutil import NetLab
 
 MAX_INTERFACES = 8
 PAIRS = 10          # veth pairs inside each crowded container: 20 interfaces, with eth0 21 (lo aside)

@@ -1,8 +1,6 @@
 """containers: which cgroup paths are containers (every built-in runtime layout, user
 Match/Ignore), and the names resolved from runtime state on disk."""
 
-import json
-import os
 import re
 
 import pytest

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from collectd_cgroups.root import HostRoot
-from collectd_cgroups.runtimes import MAX_STATE_FILE, Metadata, StateError, docker, kubernetes, oci, read_json
+from collectd_cgroups.runtimes import MAX_STATE_FILE, Metadata, StateError, kubernetes, oci, read_json
 from collectd_cgroups.runtimes.resolver import MetadataResolver
 
 H = "0123456789abcdef" * 4
