@@ -679,9 +679,10 @@ def judge(role, rows, minutes, containers, growth=True):
     if "rss" in keys:
         lifecycles = post[-1]["stopped"] - post[0]["stopped"]
         grown = post[-1]["rss"] - post[0]["rss"]
-        out.append("    rss: %+d KiB from %.1f to %.1f min over %d container lifecycles (%+.2f KiB each); "
+        each = (" (%+.2f KiB each)" % (grown / float(lifecycles))) if lifecycles else ""
+        out.append("    rss: %+d KiB from %.1f to %.1f min over %d container lifecycles%s; "
                    "slope over the last half %+.1f KiB/min" % (
-                       grown, post[0]["t"], post[-1]["t"], lifecycles, grown / float(lifecycles or 1),
+                       grown, post[0]["t"], post[-1]["t"], lifecycles, each,
                        rss_late if rss_late is not None else float("nan")))
     return out, fails
 
