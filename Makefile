@@ -61,9 +61,10 @@ test-unit:
 
 # The benchmark (tests/bench/): prints figures, never fails on time. `make test` runs it small
 # (tests/e2e/test_bench.py), hence bench-deps there too. It compiles its C floor and its container
-# processes with gcc at run time.
-BENCH_PKGS := gcc libc6-dev util-linux iproute2 collectd-core libpython3.11
-BENCH_ARGS ?=
+# processes with gcc at run time. --peers measures collectd's C cgroups plugin and Netdata (Debian's
+# netdata, started by the benchmark itself in its lab, never as a service) beside the plugin.
+BENCH_PKGS := gcc libc6-dev util-linux iproute2 collectd-core libpython3.11 netdata
+BENCH_ARGS ?= --peers
 
 bench-deps:
 	@missing=""; for p in $(BENCH_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \

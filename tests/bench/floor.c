@@ -1,12 +1,15 @@
 /* The C floor of the benchmark: what a pass costs when nothing but the kernel's work is done.
  *
- *   floor PASSES PLAN [GAP_MS]
+ *   floor PASSES PLAN [GAP_MS [keep]]
  *
  * PLAN lists what one pass of the plugin touches, one item a line (the driver writes it from what the
  * plugin itself read in a pass):
  *
  *   D <directory>        list the directory (opendir, readdir to the end, closedir): discovery's walk
- *   F <file>             open, read, close, and add up the numbers in it (a parse that costs next to nothing)
+ *   F <file>             open, read, close, and add up the numbers in it (a parse that costs next to nothing);
+ *                        with "keep": opened once before the first pass, then read with pread at offset 0
+ *                        each pass (as the plugin re-reads the files it keeps open), the soft open-files
+ *                        limit raised to the hard one for that
  *   N <pid>              the network namespace of <pid>, as network.py does it: pidfd_open, the
  *                        namespace from the pidfd (PIDFD_GET_NET_NAMESPACE, else /proc/<pid>/ns/net),
  *                        pidfd_send_signal(0), setns in, a NETLINK_ROUTE socket, setns back, one
@@ -30,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -44,6 +48,7 @@ enum { OP_DIR, OP_FILE, OP_NET };
 struct op {
     int kind;
     int pid;
+    int fd;         /* "keep": the file's descriptor, kept open over the passes (-1: not kept) */
     char *path;
 };
 
@@ -65,11 +70,16 @@ static void die(const char *what) {
     exit(1);
 }
 
-static size_t read_file(const char *path) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
+static size_t read_file(const struct op *o) {
+    ssize_t n;
+    if (o->fd >= 0) {
+        n = pread(o->fd, buf, sizeof buf - 1, 0);
+    } else {
+        int fd = open(o->path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return 0;
+        n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+    }
     if (n <= 0) return 0;
     buf[n] = 0;
     /* add up the numbers: the least parse a collector makes */
@@ -154,13 +164,21 @@ static int net(int pid, int home) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3 && argc != 4) {
-        fprintf(stderr, "usage: floor PASSES PLAN [GAP_MS]\n");
+    if (argc < 3 || argc > 5 || (argc == 5 && strcmp(argv[4], "keep") != 0)) {
+        fprintf(stderr, "usage: floor PASSES PLAN [GAP_MS [keep]]\n");
         return 2;
     }
     int passes = atoi(argv[1]);
     /* GAP_MS: an idle pause before each pass, as collectd leaves between two read passes (caches go cold) */
-    long gap_ms = argc == 4 ? atol(argv[3]) : 0;
+    long gap_ms = argc >= 4 ? atol(argv[3]) : 0;
+    int keep = argc == 5;
+    if (keep) {
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+            rl.rlim_cur = rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+    }
     FILE *plan = fopen(argv[2], "r");
     if (!plan) die(argv[2]);
     char line[8192];
@@ -176,6 +194,7 @@ int main(int argc, char **argv) {
         o->kind = line[0] == 'D' ? OP_DIR : line[0] == 'F' ? OP_FILE : OP_NET;
         o->path = strdup(line + 2);
         o->pid = o->kind == OP_NET ? atoi(line + 2) : 0;
+        o->fd = keep && o->kind == OP_FILE ? open(o->path, O_RDONLY | O_CLOEXEC) : -1;
     }
     fclose(plan);
     for (int p = 0; p < passes; p++) {
@@ -191,7 +210,7 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < nops; i++) {
             struct op *o = &ops[i];
             if (o->kind == OP_DIR) list_dir(o->path);
-            else if (o->kind == OP_FILE) bytes += read_file(o->path);
+            else if (o->kind == OP_FILE) bytes += read_file(o);
             else {
                 int n = net(o->pid, home);
                 if (n > 0) links += n;

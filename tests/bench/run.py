@@ -69,6 +69,7 @@ import collectd_cgroups  # noqa: E402,F401
 sys.path.insert(1, CHECKOUT)
 
 from lab import BenchLab, cleanup_stale  # noqa: E402
+import peers  # noqa: E402
 
 COLLECTD = "/usr/sbin/collectd"
 CLONE_NEWNET = 0x40000000
@@ -292,7 +293,12 @@ class InProcess(object):
         out["plan"] = floor_plan(tracer.events, set(lab.pids))
         # Cross-check: the files traced in each container's directories are those the collector says it reads.
         mine = "/%s/" % lab.prefix
-        traced_files = set(p for k, p in tracer.events if k == "F" and mine in p)
+
+        def in_a_container(path):
+            # under a container's directory: not the lab's own (whose cgroup.stat discovery reads to learn
+            # whether its subdirectories are leaves)
+            return mine in path and "/" in path.split(mine, 1)[1]
+        traced_files = set(p for k, p in tracer.events if k == "F" and in_a_container(p))
         if hasattr(traced, "files_read"):
             said = set(p for c in traced.discover() for p in traced.files_read(c))
             if traced_files != said:
@@ -300,7 +306,7 @@ class InProcess(object):
                                    % (len(traced_files), len(said), sorted(traced_files ^ said)[:4]))
         if hasattr(traced, "close"):
             traced.close()
-        out["files_per_container"] = sum(1 for k, p in tracer.events if k == "F" and mine in p) / float(n)
+        out["files_per_container"] = sum(1 for k, p in tracer.events if k == "F" and in_a_container(p)) / float(n)
         out["containers_seen"] = len(results)
         out["with_network"] = sum(1 for r in results if any(s[0] == "if_octets" for s in r.samples))
         out["with_blkio"] = sum(1 for r in results if any(s[0] == "disk_octets" for s in r.samples))
@@ -375,14 +381,15 @@ class InProcess(object):
 
 # -- (c) the C floor -----------------------------------------------------------------------------------------
 
-def floor(lab, binary, plan, passes, workdir, gap=0.0):
-    """``gap``: seconds of idle pause before each pass (collectd's cadence; 0: back to back)."""
+def floor(lab, binary, plan, passes, workdir, gap=0.0, keep=False):
+    """``gap``: seconds of idle pause before each pass (collectd's cadence; 0: back to back); ``keep``:
+    every file opened once and re-read with pread (the floor of a collector that keeps them open)."""
     path = os.path.join(workdir, "plan-%d" % lab.count)
     if not os.path.exists(path):
         with open(path, "w") as f:
             f.write("\n".join(plan) + "\n")
     res = subprocess.run(["nsenter", "--net=" + lab.host_path, "--", binary, str(passes + 1), path,
-                          str(int(gap * 1000))],
+                          str(int(gap * 1000))] + (["keep"] if keep else []),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600,
                          preexec_fn=lambda: _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))
     if res.returncode != 0:
@@ -424,6 +431,36 @@ LEAN = ("derive-cpu_*periods", "total_time_in_ms-*", "memory-*active_*", "memory
         "memory-writeback", "memory-mapped_file", "memory-shmem", "memory-rss_huge", "memory-swapcached",
         "memory-max_usage", "derive-memory_*", "vmpage_action-*", "disk_*-total", "total_bytes-discard-*",
         "total_operations-discard-*")
+
+# A value set the size of Netdata's (its cgroups collector made 22 dimensions per container of the lab, in
+# 10 charts): the plugin's value lists for what those charts show, where the plugin has it (CPU user and
+# system for per-core CPU, memory.stat's cache, mapped_file, rss, rss_huge, swap, dirty and writeback, the
+# usage, page-in/out and faults, the blkio bytes and operations), and the interface bytes and packets that
+# Netdata shows from its proc collector instead: 18 value lists, 22 values.
+NETDATA_SIZED = ("cpu-user", "cpu-system", "memory-cache", "memory-mapped_file", "memory-rss", "memory-rss_huge",
+                 "memory-swap", "memory-dirty", "memory-writeback", "memory-usage", "vmpage_action-pgpgin",
+                 "vmpage_action-pgpgout", "vmpage_action-pgfault", "vmpage_action-pgmajfault", "disk_octets-total",
+                 "disk_ops-total", "if_octets-eth0", "if_packets-eth0")
+PLUGIN_MODES = ("plugin", "lean", "netdata-sized", "netdata-sized-nonet")
+GROUPS = getattr(__import__("collectd_cgroups.config").config, "GROUPS", ())
+
+
+def netdata_sized_ignore(dispatched):
+    """IgnoreValue patterns leaving NETDATA_SIZED alone: every other identifier the plugin dispatched."""
+    keep = set(NETDATA_SIZED)
+    out = []
+    for _, t, ti, _, _ in dispatched:
+        ident = "%s-%s" % (t, ti) if ti else t
+        if ident not in keep and ident not in out:
+            out.append(ident)
+    return out
+
+
+def values_of(dispatched, kept=None):
+    """(value lists, values) in ``dispatched``, or in those of its identifiers in ``kept``."""
+    lists = [v for _, t, ti, v, _ in dispatched if kept is None or ("%s-%s" % (t, ti) if ti else t) in kept]
+    return len(lists), sum(len(v) for v in lists)
+
 
 CONF_PLUGIN = """\
 <LoadPlugin python>
@@ -551,16 +588,25 @@ import collectd  # noqa: F401
 def collectd_run(lab, mode, intervals, workdir, interval=1.0, dispatched=None, tag=0, pace=0.0):
     """Per-interval CPU (ms) of a collectd over ``intervals`` intervals, its RSS (KiB) and descriptors.
     ``mode``: "base" (no python plugin), "plugin" (the plugin), "lean" (the plugin with the IgnoreValue
-    options of LEAN), "replay" (``dispatched`` value lists dispatched by a trivial module, pausing ``pace``
-    seconds per container), "idle" (the python plugin with a module that does nothing)."""
+    options of LEAN), "netdata-sized" (the plugin keeping NETDATA_SIZED alone), "netdata-sized-nonet" (the
+    same without its network group), "replay" (``dispatched`` value lists dispatched by a trivial module,
+    pausing ``pace`` seconds per container), "idle" (the python plugin with a module that does nothing),
+    "cgroups" and "cgroups-csv" (collectd's C cgroups plugin, with the network writer or with CSV)."""
     d = os.path.join(workdir, "collectd-%s-%d-%d" % (mode, lab.count, tag))
     os.mkdir(d)
     conf = CONF.format(dir=d, interval=interval)
-    with_plugin = mode in ("plugin", "lean", "replay")
-    if mode in ("plugin", "lean"):
-        extra = "".join('    IgnoreValue "%s"\n' % p for p in LEAN) if mode == "lean" else ""
+    if mode == "cgroups-csv":
+        conf = conf[:conf.index("LoadPlugin network")] + peers.CONF_CSV.format(dir=d)
+    with_plugin = mode in PLUGIN_MODES + ("replay", "cgroups", "cgroups-csv")
+    if mode in PLUGIN_MODES:
+        ignored = {"lean": LEAN}.get(mode) or (netdata_sized_ignore(dispatched) if "netdata" in mode else ())
+        extra = "".join('    IgnoreValue "%s"\n' % p for p in ignored)
+        if mode == "netdata-sized-nonet":
+            extra += '    Metrics %s\n' % " ".join('"%s"' % g for g in GROUPS if g != "network")
         conf += CONF_PLUGIN.format(src=SRC, match=lab.match_regex().replace("\\", "\\\\"),
                                    ignore=lab.ignore_regex().replace("\\", "\\\\"), extra=extra)
+    elif mode in ("cgroups", "cgroups-csv"):
+        conf += peers.CONF_CGROUPS
     elif mode == "replay":
         containers = []
         for i, t, ti, v, m in dispatched:
@@ -589,7 +635,7 @@ def collectd_run(lab, mode, intervals, workdir, interval=1.0, dispatched=None, t
                          preexec_fn=_collectd_child)
     RUNNING[p.pid] = p
     try:
-        ready = "container(s) found" if mode in ("plugin", "lean") else "Initialization complete"
+        ready = "container(s) found" if mode in PLUGIN_MODES else "Initialization complete"
         deadline = time.monotonic() + 60
         while not _log_has(log, ready):
             if p.poll() is not None or time.monotonic() > deadline:
@@ -597,23 +643,7 @@ def collectd_run(lab, mode, intervals, workdir, interval=1.0, dispatched=None, t
                     raise RuntimeError("collectd did not get ready:\n" + f.read()[-3000:])
             time.sleep(0.05)
         time.sleep(3 * interval)        # warm-up: namespaces learnt, caches filled
-        # Find the phase of the passes: sample the CPU every 2 ms for an interval and a half, and take the
-        # moment the largest burst began; then sample just before each pass would begin.
-        start = time.monotonic()
-        samples = []
-        while time.monotonic() - start < 1.5 * interval:
-            samples.append((time.monotonic(), _cpu_ns(p.pid)))
-            time.sleep(0.002)
-        jumps = [(b[1] - a[1], a[0]) for a, b in zip(samples, samples[1:])]
-        burst_at = max(jumps)[1] if with_plugin else start
-        t = burst_at - 0.05 * interval
-        while t < time.monotonic() + 0.01:
-            t += interval
-        marks = []
-        for _ in range(intervals + 1):
-            time.sleep(max(0.0, t - time.monotonic()))
-            marks.append(_cpu_ns(p.pid))
-            t += interval
+        deltas = sample_intervals([p.pid], intervals, interval, find_burst=with_plugin)
         rss = _rss_kib(p.pid)
         fds = len(os.listdir("/proc/%d/fd" % p.pid))
         nofile = _nofile_of(p.pid)
@@ -622,9 +652,10 @@ def collectd_run(lab, mode, intervals, workdir, interval=1.0, dispatched=None, t
             raise RuntimeError("collectd exited during the measurement (status %s)" % p.returncode)
         with open(log) as f:
             logtext = f.read()
+        if mode == "cgroups-csv":       # the C plugin saw every container: a CSV directory each
+            seen = len([n for n in os.listdir(d + "/csv/ccgbench") if n.startswith("cgroups-c")])
     finally:
         stop(p)
-    deltas = [(b - a) / 1e6 for a, b in zip(marks, marks[1:])]
     warnings = [l for l in logtext.splitlines() if "collectd_cgroups" in l and ("warn" in l.lower()
                                                                                or "error" in l.lower())]
     out = {"cpu_ms": deltas, "rss_kib": rss, "fds": fds, "warnings": warnings, "nofile": nofile,
@@ -632,7 +663,54 @@ def collectd_run(lab, mode, intervals, workdir, interval=1.0, dispatched=None, t
     if mode == "replay":
         with open(d + "/loaded_rss") as f:
             out["loaded_rss_kib"] = int(f.read())
+    if mode == "cgroups-csv":
+        out["seen"] = seen
     return out
+
+
+def sample_intervals(pids, intervals, interval, find_burst=True):
+    """CPU time (ms) of ``pids`` (every thread) in each of ``intervals`` intervals.  With ``find_burst``
+    the intervals begin just before the collector's passes: the CPU is sampled every 2 ms for an interval
+    and a half, and the moment the largest burst began is taken as the phase of the passes."""
+    def cpu():
+        return sum(_cpu_ns(pid) for pid in pids)
+    start = time.monotonic()
+    samples = []
+    while time.monotonic() - start < 1.5 * interval:
+        samples.append((time.monotonic(), cpu()))
+        time.sleep(0.002)
+    jumps = [(b[1] - a[1], a[0]) for a, b in zip(samples, samples[1:])]
+    burst_at = max(jumps)[1] if find_burst else start
+    t = burst_at - 0.05 * interval
+    while t < time.monotonic() + 0.01:
+        t += interval
+    marks = []
+    for _ in range(intervals + 1):
+        time.sleep(max(0.0, t - time.monotonic()))
+        marks.append(cpu())
+        t += interval
+    return [(b - a) / 1e6 for a, b in zip(marks, marks[1:])]
+
+
+def netdata_run(lab, intervals, workdir, tag=0, cgroups=True, interval=1.0):
+    """Per-interval CPU (ms) of a Netdata with its cgroups collector alone (or, ``cgroups=False``, with no
+    collector), its RSS (KiB), and the charts and dimensions it made per container."""
+    nd = peers.Netdata(lab, workdir, tag, cgroups=cgroups).start(RUNNING)
+    try:
+        mine = nd.wait_ready()
+        time.sleep(3 * interval)
+        deltas = sample_intervals(nd.pids(), intervals, interval, find_burst=cgroups)
+        rss = _rss_kib(nd.proc.pid)
+        threads = len(os.listdir("/proc/%d/task" % nd.proc.pid))
+        if nd.proc.poll() is not None:
+            raise RuntimeError("netdata exited during the measurement (status %s)" % nd.proc.returncode)
+    finally:
+        nd.stop(RUNNING)
+    n = float(lab.count)
+    return {"cpu_ms": deltas, "rss_kib": rss, "threads": threads,
+            "charts_per_container": sum(len(c) for c in mine.values()) / n,
+            "values_per_container": sum(len(d) for c in mine.values() for d in c.values()) / n,
+            "charts": sorted(set(k.split(".", 1)[1] for c in mine.values() for k in c))}
 
 
 def stop(p):
@@ -654,7 +732,7 @@ def measure(lab, args, bins, workdir, host, last=True):
     # (a) and (c) alternate over the rounds as well, so that a busy spell of the neighbours (this machine is
     # shared) falls on both alike.
     ip = host.submit(InProcess(lab).setup).result()
-    c = {"cpu_us": [], "wall_ms": []}
+    c = {"cpu_us": [], "wall_ms": [], "cpu_us_pread": []}
     per_round = max(1, args.passes // args.rounds)
     for _ in range(args.rounds):
         host.submit(ip.timed, per_round).result()
@@ -662,6 +740,7 @@ def measure(lab, args, bins, workdir, host, last=True):
         c["cpu_us"] += part["cpu_us"]
         c["wall_ms"] += part["wall_ms"]
         c["links"] = part["links"]
+        c["cpu_us_pread"] += floor(lab, bins["floor"], ip.out["plan"], per_round, workdir, keep=True)["cpu_us"]
     # At collectd's cadence (a pass a second, idle in between), for (b)'s comparison: the same passes start
     # with cold caches.
     if args.paced:
@@ -680,6 +759,7 @@ def measure(lab, args, bins, workdir, host, last=True):
         print(a["profile"])
     print("  (c) floor: %d plan lines, %d interfaces per pass" % (len(a["plan"]), c["links"]), flush=True)
     b = base = d = lean = None
+    peer = {}
     if not args.no_collectd:
         # The machine is shared: alternate the collectd runs over a few rounds, so that a busy spell of the
         # neighbours falls on each of them alike; intervals of all rounds together, memory of the last.
@@ -687,12 +767,22 @@ def measure(lab, args, bins, workdir, host, last=True):
         per_round = max(1, args.intervals // args.rounds)
         pace = statistics.median(a["wall_ms"]) / 1e3 / n      # the plugin's wall time per container
         modes = ("base", "plugin", "replay") + (("lean",) if last and _knows_ignore_value() else ())
+        if args.peers:
+            modes += ("cgroups", "cgroups-csv") + (("netdata-sized", "netdata-sized-nonet")
+                                                   if _knows_ignore_value() else ())
+            netdata_missing = peers.available()
+            if not netdata_missing:
+                modes += ("netdata", "netdata-idle")
         for n_round in range(args.rounds):
             for mode in modes:
-                r = collectd_run(lab, mode, per_round, workdir, dispatched=a["dispatched"], tag=n_round, pace=pace)
+                if mode.startswith("netdata-") and mode not in PLUGIN_MODES or mode == "netdata":
+                    r = netdata_run(lab, per_round, workdir, tag=n_round, cgroups=mode == "netdata")
+                else:
+                    r = collectd_run(lab, mode, per_round, workdir, dispatched=a["dispatched"], tag=n_round,
+                                     pace=pace)
                 if mode in runs:
                     r["cpu_ms"] = runs[mode]["cpu_ms"] + r["cpu_ms"]
-                    r["warnings"] = runs[mode]["warnings"] + r["warnings"]
+                    r["warnings"] = runs[mode].get("warnings", []) + r.get("warnings", [])
                 runs[mode] = r
         base, b, d = runs["base"], runs["plugin"], runs["replay"]
         d["idle"] = collectd_run(lab, "idle", 2, workdir)
@@ -701,6 +791,25 @@ def measure(lab, args, bins, workdir, host, last=True):
             from collectd_cgroups.collector import ValueFilter
             keep = ValueFilter(LEAN)
             lean["values_per_container"] = len(keep([x[1:] for x in a["dispatched"]])) / float(n)
+
+            def keep_lean(x):
+                return bool(keep([x[1:]]))
+        if args.peers:
+            peer = {m: runs.get(m) for m in modes if m not in ("base", "plugin", "replay", "lean")}
+            a["values"] = values_of(a["dispatched"])
+            peer["netdata_sized_values"] = values_of(a["dispatched"], set(NETDATA_SIZED))
+            peer["lean_values"] = (values_of([x for x in a["dispatched"] if keep_lean(x)])
+                                   if lean is not None else None)
+            if "netdata" not in runs:
+                peer["netdata_missing"] = netdata_missing
+            for m in ("netdata-sized", "netdata-sized-nonet"):
+                b["warnings"] += (runs.get(m) or {}).get("warnings", [])
+            cg = runs["cgroups-csv"]
+            print("  peers: collectd's cgroups plugin wrote %d containers' CSV files; %s"
+                  % (cg["seen"], "Netdata charted %.1f charts, %.1f dimensions per container (%s)"
+                     % (runs["netdata"]["charts_per_container"], runs["netdata"]["values_per_container"],
+                        ", ".join(runs["netdata"]["charts"])) if "netdata" in runs
+                     else "Netdata not measured: " + netdata_missing), flush=True)
         for w in b["warnings"][:5]:
             print("  collectd log: " + w)
         print("  (b) collectd: %d descriptors with the plugin, %d without; open-files limit (soft, hard) %s, "
@@ -708,7 +817,7 @@ def measure(lab, args, bins, workdir, host, last=True):
               % (b["fds"], base["fds"], "/".join(b["nofile"]), "/".join(base["nofile"]), b["threads"],
                  base["threads"]), flush=True)
     del a["dispatched"]
-    return {"n": n, "a": a, "b": b, "base": base, "c": c, "d": d, "lean": lean}
+    return {"n": n, "a": a, "b": b, "base": base, "c": c, "d": d, "lean": lean, "peers": peer}
 
 
 def _knows_ignore_value():
@@ -795,6 +904,8 @@ def table(results):
                   "%6d  %-20s b/c %.2f    collectd RSS MiB: %.1f / %.1f / %+.1f"
                   % (r["n"], fmt(lvals), statistics.median(lvals) / c, r["base"]["rss_kib"] / 1024.0,
                      lean["rss_kib"] / 1024.0, (lean["rss_kib"] - r["base"]["rss_kib"]) / 1024.0)]
+    if any(r.get("peers") for r in results):
+        lines += peers_table(results, fmt)
     if any("cpu_us_plain" in r["a"] for r in results):
         lines += ["", "(a) with every file opened, read and closed each pass (no descriptors kept between passes):"]
         for r in results:
@@ -804,6 +915,72 @@ def table(results):
     return "\n".join(lines)
 
 
+def peers_table(results, fmt):
+    """The peers next to the plugin: per container and per value, each ratio to Netdata and to collectd's
+    C cgroups plugin with the same (network) writer."""
+    lines = ["", "The peers, on the same containers in the same run, each one's idle cost taken off (collectd with no",
+             "plugin but its writer; Netdata with no collector). A value is one number: a data source of a value",
+             "list dispatched, a dimension of Netdata's; per value = per container / values. Medians (min-max):"]
+    head = "%6s  %-48s %6s  %-20s %8s  %-11s %s" % ("N", "collector", "values", "us per container", "us/value",
+                                                  "/ Netdata", "/ C cgroups (per value)")
+    lines += [head, "-" * len(head)]
+    for r in results:
+        p, n = r.get("peers"), r["n"]
+        if not p:
+            continue
+        rows = []       # (label, values per container, per-container figures or None, note)
+
+        def collectd_rows(key, label, values):
+            run = r["b"] if key == "plugin" else (r["lean"] if key == "lean" else p.get(key))
+            if run is not None:
+                base = statistics.median(r["base"]["cpu_ms"])
+                rows.append((label, values, [(x - base) * 1e3 / n for x in run["cpu_ms"]]))
+        collectd_rows("plugin", "collectd_cgroups, default values (%d lists)" % (r["a"]["values"][0] / n),
+                      r["a"]["values"][1] / float(n))
+        if p.get("lean_values"):
+            collectd_rows("lean", "collectd_cgroups, LEAN (%d lists)" % (p["lean_values"][0] / n),
+                          p["lean_values"][1] / float(n))
+        sized = p["netdata_sized_values"]
+        collectd_rows("netdata-sized", "collectd_cgroups, NETDATA_SIZED (%d lists)" % (sized[0] / n),
+                      sized[1] / float(n))
+        collectd_rows("netdata-sized-nonet", "collectd_cgroups, NETDATA_SIZED without network",
+                      (sized[1] - 4 * n) / float(n))
+        collectd_rows("cgroups", "collectd C cgroups plugin, network writer", 2.0)
+        collectd_rows("cgroups-csv", "collectd C cgroups plugin, CSV writer", 2.0)
+        nd = p.get("netdata")
+        if nd is not None:
+            idle = statistics.median(p["netdata-idle"]["cpu_ms"])
+            rows.append(("Netdata 1.37 cgroups (%.0f charts)" % nd["charts_per_container"], nd["values_per_container"],
+                         [(x - idle) * 1e3 / n for x in nd["cpu_ms"]]))
+        else:
+            rows.append(("Netdata: not measured (%s)" % p.get("netdata_missing"), None, None))
+        rows.append(("C floor: open, read, close", None, r["c"]["cpu_us"]))
+        rows.append(("C floor: kept open, pread", None, r["c"]["cpu_us_pread"]))
+        per_value = {label: statistics.median(v) / vals for label, vals, v in rows if v and vals}
+        nd_value = next((x for label, x in per_value.items() if label.startswith("Netdata")), None)
+        cg_value = next((x for label, x in per_value.items() if "network writer" in label), None)
+        for label, vals, v in rows:
+            if v is None:
+                lines.append("%6d  %s" % (n, label))
+                continue
+            pv = per_value.get(label)
+            lines.append("%6d  %-48s %6s  %-20s %8s  %-11s %s" % (
+                n, label, "%.0f" % vals if vals else "-", fmt(v), "%.2f" % pv if pv is not None else "-",
+                "%.2f" % (pv / nd_value) if pv is not None and nd_value else "-",
+                "%.2f" % (pv / cg_value) if pv is not None and cg_value else "-"))
+        median = {label: statistics.median(v) for label, _, v in rows if v}
+        sized_c = next((x for label, x in median.items() if "NETDATA_SIZED (" in label), None)
+        nonet_c = next((x for label, x in median.items() if "without network" in label), None)
+        nd_c = next((x for label, x in median.items() if label.startswith("Netdata")), None)
+        if sized_c is not None and nd_c:
+            line = "        per container, NETDATA_SIZED / Netdata: %.2f" % (sized_c / nd_c)
+            if nonet_c is not None:
+                line += "; without network: %.2f (network: %.0f of its %.0f us per container)" % (
+                    nonet_c / nd_c, sized_c - nonet_c, sized_c)
+            lines.append(line)
+    return lines
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="100,1000", help="container counts, ascending (default 100,1000)")
@@ -811,7 +988,10 @@ def main(argv=None):
     ap.add_argument("--intervals", type=int, default=30, help="collectd intervals measured for (b) (default 30)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds the passes and intervals are spread over, "
                     "alternating (a), (c) and the collectd runs (default 3)")
-    ap.add_argument("--no-collectd", action="store_true", help="skip (b)")
+    ap.add_argument("--no-collectd", action="store_true", help="skip (b) and the peers")
+    ap.add_argument("--peers", action="store_true", help="also measure the peers (tests/bench/peers.py): "
+                    "collectd's C cgroups plugin with the network writer and with CSV, Netdata's cgroups "
+                    "collector, and the plugin with a value set the size of Netdata's")
     ap.add_argument("--paced", type=int, default=8, help="passes of (a) and (c) with a 1-second pause before "
                     "each, as collectd runs them (default 8; 0 skips them)")
     ap.add_argument("--profile", action="store_true", help="print cProfile's top functions for (a)")
@@ -855,7 +1035,10 @@ def main(argv=None):
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
         for p in list(RUNNING.values()):
-            stop(p)
+            if isinstance(p, peers.Netdata):
+                p.stop(RUNNING)
+            else:
+                stop(p)
         if host is not None:
             host.shutdown(wait=True)
         left = lab.close() if lab is not None else []

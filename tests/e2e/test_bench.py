@@ -3,7 +3,8 @@
 Its figures are not judged here (nothing fails on time); what is: a small run completes with its own
 cross-checks (the traced files equal ``Collector.files_read``, collectd reports the containers), sees
 every container with its 14 files, 47 values, network and block I/O, forks nothing during passes,
-prints its tables, and leaves nothing behind: not after a normal end, not after SIGINT or SIGTERM in
+measures its peers (collectd's C cgroups plugin, which writes a CSV directory for every container, and
+Netdata, which charts every one), prints its tables, and leaves nothing behind: not after a normal end, not after SIGINT or SIGTERM in
 the middle of a collectd measurement, and after a SIGKILL the next run removes what the killed one left.
 """
 
@@ -123,7 +124,7 @@ def benches():
 
 
 def test_small_run_measures_every_container_and_leaves_nothing(benches):
-    bench = Bench("--sizes", "3,6", "--passes", "2", "--intervals", "2", "--rounds", "1", "--paced", "1")
+    bench = Bench("--sizes", "3,6", "--passes", "2", "--intervals", "2", "--rounds", "1", "--paced", "1", "--peers")
     benches.append(bench)
     prefix = bench.lab()
     status = bench.wait()
@@ -151,8 +152,43 @@ def test_small_run_measures_every_container_and_leaves_nothing(benches):
                      out, re.M), out                  # (d) and the memory split
     assert re.search(r"^\s+6\s+\(a'\) .* a'/c' [\d.]+ b/c' -?[\d.]+$", out, re.M), out
     assert "IgnoreValue patterns (LEAN in tests/bench/run.py: 15 values per container instead of 47)" in out
+    assert_peers_measured(out, (3, 6))
     assert "cleanup: every process, cgroup, namespace and file of the benchmark removed" in out
     assert leftovers(prefix) == []
+
+
+PEER_ROW = r"^\s+%d  %s\s+(\d+)\s+(-?[\d.]+) \(-?\d+--?\d+\)\s+(-?[\d.]+|-)\s+(-?[\d.]+|-)\s+(-?[\d.]+|-)$"
+
+
+def assert_peers_measured(out, sizes):
+    """--peers: collectd's C cgroups plugin and Netdata started on the lab's containers and were measured,
+    each with a row per size in the peers' table, the plugin's value sets beside them."""
+    seen = re.findall(r"^  peers: collectd's cgroups plugin wrote (\d+) containers' CSV files; Netdata charted "
+                      r"([\d.]+) charts, ([\d.]+) dimensions per container \(([^)]*)\)$", out, re.M)
+    assert [int(x[0]) for x in seen] == list(sizes), out       # every container, by the C plugin's own files
+    for _, charts, dims, names in seen:
+        # Netdata's cgroups collector on v1: memory, page faults and blkio charts at least
+        assert float(charts) >= 5 and float(dims) >= 10 and {"mem", "pgfaults"} <= set(names.split(", ")), out
+    for n in sizes:
+        rows = {label: re.search(PEER_ROW % (n, re.escape(label)), out, re.M) for label in (
+            "collectd_cgroups, default values (47 lists)", "collectd_cgroups, NETDATA_SIZED (18 lists)",
+            "collectd_cgroups, NETDATA_SIZED without network", "collectd C cgroups plugin, network writer",
+            "collectd C cgroups plugin, CSV writer")}
+        rows.update((label, re.search(PEER_ROW % (n, label), out, re.M))
+                    for label in (r"Netdata 1\.37 cgroups \(\d+ charts\)",))
+        assert all(rows.values()), (sorted(k for k, v in rows.items() if not v), out)
+        values = {k: int(v.group(1)) for k, v in rows.items()}
+        assert values["collectd_cgroups, default values (47 lists)"] == 55
+        assert values["collectd_cgroups, NETDATA_SIZED (18 lists)"] == 22
+        assert values["collectd_cgroups, NETDATA_SIZED without network"] == 18
+        assert values["collectd C cgroups plugin, network writer"] == values["collectd C cgroups plugin, CSV writer"] == 2
+        for label in ("C floor: open, read, close", "C floor: kept open, pread"):
+            assert re.search(r"^\s+%d  %s\s+-\s+[\d.]+ \(\d+-\d+\)" % (n, re.escape(label)), out, re.M), out
+        assert re.search(r"^\s+%d  Netdata 1\.37 cgroups .* 1\.00\s+\S+$" % n, out, re.M), out
+        assert re.search(r"^\s+%d  collectd C cgroups plugin, network writer .* 1\.00$" % n, out, re.M), out
+    assert len(re.findall(r"^        per container, NETDATA_SIZED / Netdata: -?[\d.]+; without network: -?[\d.]+ "
+                          r"\(network: -?\d+ of its -?\d+ us per container\)$", out, re.M)) == len(sizes), out
+    assert "Netdata: not measured" not in out
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

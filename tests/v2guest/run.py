@@ -50,6 +50,7 @@ MEMORY_MIB = 1536
 CPUS = 2
 SCRATCH_MIB = 256
 DEFAULT_TIMEOUT = 900
+TEST_TRACEBACK_AFTER = 240
 
 #: In-guest suite files, in the order they run.
 SUITE = ("guest_v2_kernel.py", "guest_collectd.py", "guest_capture.py")
@@ -106,8 +107,11 @@ def suite_argv(pytest_args=(), files=SUITE):
     args = list(pytest_args)
     if not any(a.endswith(".py") or "::" in a or a.startswith("tests/") for a in args):
         args += [os.path.relpath(os.path.join(HERE, f), CHECKOUT) for f in files]
+    # faulthandler_timeout: a test (with its fixtures) still running after that many seconds has every
+    # thread's traceback printed on the console, so that a guest that hangs says where.
     return [GUEST_PYTHON, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rA", "--color=no",
-            "--junitxml=/report/junit.xml", "-o", "junit_family=xunit2"] + args
+            "--junitxml=/report/junit.xml", "-o", "junit_family=xunit2",
+            "-o", "faulthandler_timeout=%d" % TEST_TRACEBACK_AFTER] + args
 
 
 def _die_with_parent():
