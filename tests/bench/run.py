@@ -30,6 +30,10 @@ What it does (everything it creates is its own, and removed at the end, also on 
    Python module, and at the largest size (b) again with the IgnoreValue patterns of LEAN; and (a) and (c)
    again at collectd's cadence, with a 1-second pause before each pass (``--paced``);
 
+   and with ``--peers`` (tests/bench/peers.py): collectd's C cgroups plugin with the network writer and with
+   CSV, Netdata's cgroups collector alone, the plugin with NETDATA_SIZED (with and without network), and
+   (c) with every file kept open and re-read with pread;
+
 4. prints a table: medians over the passes (over the intervals for collectd) and their min-max spread,
    the ratios a/c and b/c, the scaling from the smallest to the largest size, the pass wall time, and
    collectd's resident memory split into the interpreter, collectd's value cache and the plugin.
@@ -740,7 +744,8 @@ def measure(lab, args, bins, workdir, host, last=True):
         c["cpu_us"] += part["cpu_us"]
         c["wall_ms"] += part["wall_ms"]
         c["links"] = part["links"]
-        c["cpu_us_pread"] += floor(lab, bins["floor"], ip.out["plan"], per_round, workdir, keep=True)["cpu_us"]
+        if args.peers:
+            c["cpu_us_pread"] += floor(lab, bins["floor"], ip.out["plan"], per_round, workdir, keep=True)["cpu_us"]
     # At collectd's cadence (a pass a second, idle in between), for (b)'s comparison: the same passes start
     # with cold caches.
     if args.paced:
@@ -775,7 +780,7 @@ def measure(lab, args, bins, workdir, host, last=True):
                 modes += ("netdata", "netdata-idle")
         for n_round in range(args.rounds):
             for mode in modes:
-                if mode.startswith("netdata-") and mode not in PLUGIN_MODES or mode == "netdata":
+                if mode in ("netdata", "netdata-idle"):
                     r = netdata_run(lab, per_round, workdir, tag=n_round, cgroups=mode == "netdata")
                 else:
                     r = collectd_run(lab, mode, per_round, workdir, dispatched=a["dispatched"], tag=n_round,
