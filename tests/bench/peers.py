@@ -97,9 +97,10 @@ NETDATA_CONF = """\
 """
 
 
-def _child():
-    """preexec_fn: SIGTERM when the benchmark dies, even by SIGKILL (nsenter's exec keeps it)."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+def die_with_parent(sig=signal.SIGTERM):
+    """In a child before exec (preexec_fn): ``sig`` when the benchmark dies, even by SIGKILL (the kernel
+    sends it; nsenter's exec keeps it)."""
+    _libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
 def available():
@@ -142,7 +143,7 @@ class Netdata(object):
         with open(os.path.join(self.dir, "stdout"), "w") as out:
             self.proc = subprocess.Popen(["nsenter", "--net=" + self.lab.host_path, "--", NETDATA, "-D", "-c", conf],
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         preexec_fn=_child, env=env)
+                                         preexec_fn=die_with_parent, env=env)
         running[self.proc.pid] = self
         return self
 

@@ -395,7 +395,7 @@ def floor(lab, binary, plan, passes, workdir, gap=0.0, keep=False):
     res = subprocess.run(["nsenter", "--net=" + lab.host_path, "--", binary, str(passes + 1), path,
                           str(int(gap * 1000))] + (["keep"] if keep else []),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600,
-                         preexec_fn=lambda: _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))
+                         preexec_fn=lambda: peers.die_with_parent(signal.SIGKILL))
     if res.returncode != 0:
         raise RuntimeError("floor failed: %s" % res.stderr.decode(errors="replace"))
     rows = [line.split() for line in res.stdout.decode().splitlines() if line.startswith("pass ")]
@@ -519,16 +519,13 @@ def _log_has(path, text):
         return False
 
 
-PR_SET_PDEATHSIG = 1
-
-
 def _collectd_child():
     """preexec_fn of collectd: the soft open-files limit of a systemd service, and SIGTERM when the
     benchmark dies (even by SIGKILL: the kernel sends it, nsenter's exec keeps it)."""
     import resource
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(SYSTEMD_SOFT_NOFILE, hard), hard))
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    peers.die_with_parent(signal.SIGTERM)
 
 
 REPLAY = """\
@@ -803,6 +800,8 @@ def measure(lab, args, bins, workdir, host, last=True):
             peer = {m: runs.get(m) for m in modes if m not in ("base", "plugin", "replay", "lean")}
             a["values"] = values_of(a["dispatched"])
             peer["netdata_sized_values"] = values_of(a["dispatched"], set(NETDATA_SIZED))
+            peer["netdata_sized_nonet_values"] = values_of(
+                a["dispatched"], {x for x in NETDATA_SIZED if not x.startswith("if_")})
             peer["lean_values"] = (values_of([x for x in a["dispatched"] if keep_lean(x)])
                                    if lean is not None else None)
             if "netdata" not in runs:
@@ -933,50 +932,47 @@ def peers_table(results, fmt):
         p, n = r.get("peers"), r["n"]
         if not p:
             continue
-        rows = []       # (label, values per container, per-container figures or None, note)
+        rows = []       # (key, label, values per container or None, per-container figures or None)
 
         def collectd_rows(key, label, values):
             run = r["b"] if key == "plugin" else (r["lean"] if key == "lean" else p.get(key))
             if run is not None:
                 base = statistics.median(r["base"]["cpu_ms"])
-                rows.append((label, values, [(x - base) * 1e3 / n for x in run["cpu_ms"]]))
+                rows.append((key, label, values, [(x - base) * 1e3 / n for x in run["cpu_ms"]]))
         collectd_rows("plugin", "collectd_cgroups, default values (%d lists)" % (r["a"]["values"][0] / n),
                       r["a"]["values"][1] / float(n))
         if p.get("lean_values"):
             collectd_rows("lean", "collectd_cgroups, LEAN (%d lists)" % (p["lean_values"][0] / n),
                           p["lean_values"][1] / float(n))
-        sized = p["netdata_sized_values"]
+        sized, nonet = p["netdata_sized_values"], p["netdata_sized_nonet_values"]
         collectd_rows("netdata-sized", "collectd_cgroups, NETDATA_SIZED (%d lists)" % (sized[0] / n),
                       sized[1] / float(n))
-        collectd_rows("netdata-sized-nonet", "collectd_cgroups, NETDATA_SIZED without network",
-                      (sized[1] - 4 * n) / float(n))
+        collectd_rows("netdata-sized-nonet", "collectd_cgroups, NETDATA_SIZED without network (%d lists)"
+                      % (nonet[0] / n), nonet[1] / float(n))
         collectd_rows("cgroups", "collectd C cgroups plugin, network writer", 2.0)
         collectd_rows("cgroups-csv", "collectd C cgroups plugin, CSV writer", 2.0)
         nd = p.get("netdata")
         if nd is not None:
             idle = statistics.median(p["netdata-idle"]["cpu_ms"])
-            rows.append(("Netdata 1.37 cgroups (%.0f charts)" % nd["charts_per_container"], nd["values_per_container"],
-                         [(x - idle) * 1e3 / n for x in nd["cpu_ms"]]))
+            rows.append(("netdata", "Netdata 1.37 cgroups (%.0f charts)" % nd["charts_per_container"],
+                         nd["values_per_container"], [(x - idle) * 1e3 / n for x in nd["cpu_ms"]]))
         else:
-            rows.append(("Netdata: not measured (%s)" % p.get("netdata_missing"), None, None))
-        rows.append(("C floor: open, read, close", None, r["c"]["cpu_us"]))
-        rows.append(("C floor: kept open, pread", None, r["c"]["cpu_us_pread"]))
-        per_value = {label: statistics.median(v) / vals for label, vals, v in rows if v and vals}
-        nd_value = next((x for label, x in per_value.items() if label.startswith("Netdata")), None)
-        cg_value = next((x for label, x in per_value.items() if "network writer" in label), None)
-        for label, vals, v in rows:
+            rows.append(("netdata", "Netdata: not measured (%s)" % p.get("netdata_missing"), None, None))
+        rows.append(("floor", "C floor: open, read, close", None, r["c"]["cpu_us"]))
+        rows.append(("floor-pread", "C floor: kept open, pread", None, r["c"]["cpu_us_pread"]))
+        median = {key: statistics.median(v) for key, _, _, v in rows if v}
+        per_value = {key: median[key] / vals for key, _, vals, v in rows if v and vals}
+        nd_value, cg_value = per_value.get("netdata"), per_value.get("cgroups")
+        for key, label, vals, v in rows:
             if v is None:
                 lines.append("%6d  %s" % (n, label))
                 continue
-            pv = per_value.get(label)
+            pv = per_value.get(key)
             lines.append("%6d  %-48s %6s  %-20s %8s  %-11s %s" % (
                 n, label, "%.0f" % vals if vals else "-", fmt(v), "%.2f" % pv if pv is not None else "-",
                 "%.2f" % (pv / nd_value) if pv is not None and nd_value else "-",
                 "%.2f" % (pv / cg_value) if pv is not None and cg_value else "-"))
-        median = {label: statistics.median(v) for label, _, v in rows if v}
-        sized_c = next((x for label, x in median.items() if "NETDATA_SIZED (" in label), None)
-        nonet_c = next((x for label, x in median.items() if "without network" in label), None)
-        nd_c = next((x for label, x in median.items() if label.startswith("Netdata")), None)
+        sized_c, nonet_c, nd_c = median.get("netdata-sized"), median.get("netdata-sized-nonet"), median.get("netdata")
         if sized_c is not None and nd_c:
             line = "        per container, NETDATA_SIZED / Netdata: %.2f" % (sized_c / nd_c)
             if nonet_c is not None:

@@ -172,7 +172,7 @@ def assert_peers_measured(out, sizes):
     for n in sizes:
         rows = {label: re.search(PEER_ROW % (n, re.escape(label)), out, re.M) for label in (
             "collectd_cgroups, default values (47 lists)", "collectd_cgroups, NETDATA_SIZED (18 lists)",
-            "collectd_cgroups, NETDATA_SIZED without network", "collectd C cgroups plugin, network writer",
+            "collectd_cgroups, NETDATA_SIZED without network (16 lists)", "collectd C cgroups plugin, network writer",
             "collectd C cgroups plugin, CSV writer")}
         rows.update((label, re.search(PEER_ROW % (n, label), out, re.M))
                     for label in (r"Netdata 1\.37 cgroups \(\d+ charts\)",))
@@ -180,7 +180,7 @@ def assert_peers_measured(out, sizes):
         values = {k: int(v.group(1)) for k, v in rows.items()}
         assert values["collectd_cgroups, default values (47 lists)"] == 55
         assert values["collectd_cgroups, NETDATA_SIZED (18 lists)"] == 22
-        assert values["collectd_cgroups, NETDATA_SIZED without network"] == 18
+        assert values["collectd_cgroups, NETDATA_SIZED without network (16 lists)"] == 18
         assert values["collectd C cgroups plugin, network writer"] == values["collectd C cgroups plugin, CSV writer"] == 2
         for label in ("C floor: open, read, close", "C floor: kept open, pread"):
             assert re.search(r"^\s+%d  %s\s+-\s+[\d.]+ \(\d+-\d+\)" % (n, re.escape(label)), out, re.M), out
