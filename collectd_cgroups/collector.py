@@ -27,14 +27,28 @@ HIERARCHY_REFRESH = 60.0   # seconds between re-reads of mountinfo
 GROUPS = config.GROUPS
 
 
+_WILDCARD = re.compile(r"[*?\[]")
+
+
 class ValueFilter(object):
     """IgnoreValue: leaves out the value lists whose ``type-type_instance`` (as the README's table names
     them: ``memory-active_file``, ``if_octets-eth0``) matches one of the shell patterns.  Each
     identifier is decided once; a pass then costs a dictionary lookup per value list."""
 
     def __init__(self, patterns):
+        self.patterns = list(patterns)
         self._ignored = re.compile("|".join("(?:%s)" % fnmatch.translate(p) for p in patterns)).match
         self._decided = {}
+
+    def wanted(self, identifier):
+        """False when every value of ``identifier`` is left out: an identifier, or one ending in ``*``
+        (an open set: "cpu-cpu*"), left out whole only by a pattern that is a plain prefix of it and a
+        ``*`` ("cpu-*", "*"); anything less certain is wanted (its values then filtered one by one)."""
+        if not identifier.endswith("*"):
+            return not self._ignored(identifier)
+        stem = identifier[:-1]
+        return not any(p.endswith("*") and not _WILDCARD.search(p[:-1]) and stem.startswith(p[:-1])
+                       for p in self.patterns)
 
     def __call__(self, samples):
         decided = self._decided
@@ -166,7 +180,9 @@ class Collector(object):
         self.device_names = devices.DeviceNames(self.root, clock=clock)
         self.readers = readers.build(options.groups, per_cpu=options.per_cpu, device_names=self.device_names,
                                      max_devices=options.max_devices)
-        self.planner = plan.Planner(self.readers, self.warn_once, self.info_once)
+        self.select_values = ValueFilter(options.ignore_values) if options.ignore_values else list
+        self.planner = plan.Planner(self.readers, self.warn_once, self.info_once, clock=clock,
+                                    wanted=self.select_values.wanted if options.ignore_values else None)
         self.tracks = plan.Tracks()
         self.naming = naming if naming is not None else identifiers.Naming(options.instance_format, self.warn_once)
         # Built here, on the thread that starts the plugin: its network namespace is "home".
@@ -174,7 +190,6 @@ class Collector(object):
             select=options.interface_select(), proc_root=self.root.proc(), warn_once=self.warn_once,
             info_once=self.info_once, max_interfaces=options.max_interfaces) if "network" in options.groups else None
         self.keep = fs.KeepPolicy(options.keep_files)
-        self.select_values = ValueFilter(options.ignore_values) if options.ignore_values else list
         self._hierarchies = None
         self._hierarchies_at = None
 
@@ -226,7 +241,7 @@ class Collector(object):
         """Every figure of ``container`` once more, outside the passes (CollectOnExit): a fresh plan,
         nothing remembered, the network through the namespace of ``pid`` when given.  Returns
         (samples, peers), IgnoreValue not applied; raises fs.Gone."""
-        samples = self.plan().read(container, plan.Track())
+        samples = self.planner.plan(self.hierarchies(), whole=True).read(container, plan.Track())
         peers = None
         if self.network is not None and pid is not None:
             net = self.network.begin()

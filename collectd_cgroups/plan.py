@@ -9,12 +9,24 @@ plan: each step's files in the container's directory of that mount, parsed by th
 What a collector remembers about a container between passes is one :class:`Track`, kept per
 (container key, inode) by :class:`Tracks`: a cgroup re-created under the same path (a restart) has a
 new inode, so it starts with a clean record.
+
+Two ways a pass reads less (the readers declare what they allow, readers.base):
+
+* a file whose every value IgnoreValue leaves out is not in the plan (``Planner(wanted=...)``);
+* a reader's ``rare_files`` (limits: ``pids.max``, ``memory.max``...) are read when a container is
+  first seen and then every RARE_AGE seconds, their content kept in its Track in between; containers
+  are spread over that time so that no pass reads them all.
 """
 
 import collections
+import zlib
 
 from . import fs
 from .readers.base import Limit
+
+#: Seconds between two readings of a container's limit files (readers' ``rare_files``): a limit changed
+#: with ``docker update`` shows within that time.
+RARE_AGE = 30.0
 
 #: One reader's part of a pass: ``files`` is a tuple of entries, each a tuple of alternatives.
 Step = collections.namedtuple("Step", "reader mount_path v1 files")
@@ -23,12 +35,14 @@ Step = collections.namedtuple("Step", "reader mount_path v1 files")
 class Track(object):
     """What passes remember about one container."""
 
-    __slots__ = ("absent", "pid", "values")
+    __slots__ = ("absent", "pid", "values", "rare", "rare_due")
 
     def __init__(self):
         self.absent = set()     # names of files this cgroup does not have
         self.pid = None         # the PID whose network namespace was read last
         self.values = 0         # value lists it had in the last pass (before MaxValues cut any)
+        self.rare = {}          # rare files' contents, as last read
+        self.rare_due = None    # when they are read again (None: in its first pass)
 
 
 class Tracks(object):
@@ -63,17 +77,23 @@ class Tracks(object):
         return len(self._by)
 
 
-def read_files(directory, files, absent, kept, warn_once, key, label):
+def read_files(directory, files, absent, kept, warn_once, key, label, held=None, rare=()):
     """{name: bytes} of ``files`` (entries of alternatives, the first one present read) in ``directory``.
 
     A file found missing goes into ``absent`` and is not tried again; a file there but unreadable is
-    logged once (under ``key``) and skipped.  Raises fs.Gone when the directory is gone."""
+    logged once (under ``key``) and skipped.  Raises fs.Gone when the directory is gone.  ``held``: the
+    content of ``rare`` files read before (taken instead of reading them; those read now are added)."""
     data = {}
     read = fs.read_cgroup_file
     for entry in files:
         for name in entry:
             if name in absent:
                 continue
+            if held is not None:
+                content = held.get(name)
+                if content is not None:
+                    data[name] = content
+                    break
             try:
                 content = read(directory, name, kept)
             except fs.Gone:
@@ -87,6 +107,8 @@ def read_files(directory, files, absent, kept, warn_once, key, label):
                 absent.add(name)
                 continue
             data[name] = content
+            if held is not None and name in rare:
+                held[name] = content
             break
     return data
 
@@ -94,11 +116,12 @@ def read_files(directory, files, absent, kept, warn_once, key, label):
 class Plan(object):
     """The steps of one pass and the reading of a container by them."""
 
-    __slots__ = ("steps", "warn_once")
+    __slots__ = ("steps", "warn_once", "now")
 
-    def __init__(self, steps, warn_once):
+    def __init__(self, steps, warn_once, now=None):
         self.steps = steps
         self.warn_once = warn_once
+        self.now = now          # the pass's clock, for when rare files are due (None: read every pass)
 
     def read(self, container, track, kept=None):
         """Samples of one container (every step whose mount the container is in).  Raises fs.Gone when
@@ -106,12 +129,25 @@ class Plan(object):
         warn_once = self.warn_once
         absent = track.absent
         dirs = container.dirs
+        held = track.rare
+        now, due = self.now, track.rare_due
+        if now is None or due is None or now >= due:
+            held.clear()        # read them all again in this pass
+            if now is not None:
+                # The next reading RARE_AGE from now; a container's second one sooner, by a share of its
+                # own, so that containers started together spread their readings over the passes.
+                share = 1.0
+                if due is None:
+                    share = (zlib.crc32(repr(container.key).encode("utf-8", "backslashreplace")) % 64 + 1) / 64.0
+                track.rare_due = now + RARE_AGE * share
         out = []
         for reader, mount_path, v1, files in self.steps:
             directory = dirs.get(mount_path)
             if directory is None:
                 continue
-            data = read_files(directory, files, absent, kept, warn_once, container.key, container.cgroup)
+            rare = reader.rare_files
+            data = read_files(directory, files, absent, kept, warn_once, container.key, container.cgroup,
+                              held if rare else None, rare)
             if not data:
                 continue
             bad = []
@@ -140,46 +176,66 @@ class Plan(object):
 
     def files(self, container, track=None):
         """The paths a pass reads for ``container`` now (alternatives resolved as the last pass found
-        them): what the benchmark's C floor reads."""
+        them, rare files held and not due left out): what the benchmark's C floor reads."""
         absent = track.absent if track is not None else ()
+        held = {}
+        if track is not None and self.now is not None and track.rare_due is not None and self.now < track.rare_due:
+            held = track.rare
         out = []
-        for _, mount_path, _, files in self.steps:
+        for reader, mount_path, _, files in self.steps:
             directory = container.dirs.get(mount_path)
             if directory is None:
                 continue
             for names in files:
                 for name in names:
-                    if name not in absent:
+                    if name in absent:
+                        continue
+                    if name not in held or name not in reader.rare_files:
                         out.append(directory + "/" + name)
-                        break
+                    break
         return out
 
 
 class Planner(object):
-    """Makes the :class:`Plan` of each pass for a set of readers."""
+    """Makes the :class:`Plan` of each pass for a set of readers.
 
-    def __init__(self, readers, warn_once, info_once):
+    ``wanted(identifier pattern)``: False when every value of that pattern is left out (IgnoreValue);
+    the files whose every value is left out (readers' ``yields``) are then not read, and a reader
+    with no file left not at all."""
+
+    def __init__(self, readers, warn_once, info_once, wanted=None, clock=None):
         self.readers = readers
         self.warn_once = warn_once
         self.info_once = info_once
+        self.clock = clock
         self._top_absent = {}       # mount path -> names of files its top directory does not have
+        self._unwanted = {}         # id(reader) -> names of its files whose every value is left out
+        if wanted is not None:
+            for reader in readers:
+                self._unwanted[id(reader)] = frozenset(
+                    name for name, identifiers in reader.yields.items() if not any(wanted(i) for i in identifiers))
 
     def reset(self):
         """Look at the top directories' files afresh (after a hierarchy refresh)."""
         self._top_absent.clear()
 
-    def plan(self, hierarchies, kept=None):
-        """The plan for a pass over ``hierarchies`` (``kept``: the pass's fs.KeptFiles, or None)."""
+    def plan(self, hierarchies, kept=None, whole=False):
+        """The plan for a pass over ``hierarchies`` (``kept``: the pass's fs.KeptFiles, or None);
+        ``whole``: every file, also those whose every value IgnoreValue leaves out."""
         steps = []
         for reader in self.readers:
             mount = hierarchies.unified if reader.controller == "unified" else hierarchies.mount_for(reader.controller)
             if mount is None:
                 continue
-            files = self._files(reader, mount, kept)
+            unwanted = () if whole else self._unwanted.get(id(reader), ())
+            if unwanted and all(name in unwanted for name in _names(reader.files_v1 + reader.files_v2)):
+                continue            # nothing of it is wanted: no probe either
+            files = tuple(e if isinstance(e, tuple) else (e,) for e in self._files(reader, mount, kept))
+            if unwanted:
+                files = tuple(e for e in files if not all(name in unwanted for name in e))
             if files:
-                steps.append(Step(reader, mount.path, mount.version == 1,
-                                  tuple(e if isinstance(e, tuple) else (e,) for e in files)))
-        return Plan(steps, self.warn_once)
+                steps.append(Step(reader, mount.path, mount.version == 1, files))
+        return Plan(steps, self.warn_once, self.clock() if self.clock is not None else None)
 
     def _files(self, reader, mount, kept):
         if mount.version != 1:
@@ -197,6 +253,16 @@ class Planner(object):
         for note in notes:
             self.info_once((reader.group, mount.path, note), "%s: %s (%s)" % (reader.group, note, mount.path))
         return files
+
+
+def _names(files):
+    """Every file name of ``files`` (entries, each a name or a tuple of alternatives)."""
+    for entry in files:
+        if isinstance(entry, tuple):
+            for name in entry:
+                yield name
+        else:
+            yield entry
 
 
 def _describe(entry):

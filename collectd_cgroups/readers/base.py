@@ -39,6 +39,16 @@ Two refinements, both used by the block I/O reader:
 * a reader with ``probe_v1`` files chooses its v1 files once per pass from the hierarchy's top directory:
   the pass reads the ``probe_v1`` files there and reads in each container what
   ``select_v1(probe, notes)`` returns (``notes`` are logged once).
+
+Two declarations let the pass read less:
+
+* ``yields``: for each file, the identifiers (``type-type_instance``, as IgnoreValue names them; a
+  trailing ``*`` for an open set) of every value that comes from it, or from it and others together.
+  A file whose every identifier IgnoreValue leaves out is not read (the pass keeps its CollectOnExit
+  reading whole).  A file not declared is always read.  tests/unit/test_reader_yields.py checks the
+  declarations against what the parsers make of captured trees.
+* ``rare_files``: files whose content changes only when someone changes a setting (limits): re-read
+  every plan.RARE_AGE seconds, their last content reused in between.
 """
 
 
@@ -58,6 +68,8 @@ class Reader(object):
     files_v1 = ()
     files_v2 = ()
     probe_v1 = ()
+    yields = {}                 # file name -> identifiers of its values (see above)
+    rare_files = frozenset()    # limits: re-read every plan.RARE_AGE seconds
 
     def select_v1(self, probe, notes):
         """The v1 files to read in each container, given the ``probe_v1`` files of the top directory."""

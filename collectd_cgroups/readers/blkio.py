@@ -108,6 +108,11 @@ _KIND_OF = dict((name, (g, k, alt, name)) for g, gen in enumerate(GENERATIONS)
 # parse of each kind's file: rwstat (per device Read/Write/...) or one value per device
 _SINGLE = frozenset(("sectors",))
 
+# The identifiers of each kind's values (Reader.yields).
+_YIELDS = {"bytes": ("disk_octets-*", "total_bytes-discard-*"), "ops": ("disk_ops-*", "total_operations-discard-*"),
+           "queued": ("queue_length-*",), "sectors": ("derive-disk_sectors-*",),
+           "service_time": ("disk_time-service-*",), "wait_time": ("disk_time-wait-*",)}
+
 
 _majmin_seen = set()     # device tokens that matched _MAJMIN already (a handful per host)
 
@@ -239,6 +244,8 @@ class Blkio(Reader):
     probe_v1 = tuple(g.probe for g in GENERATIONS)
     files_v1 = tuple(f for g in GENERATIONS for f in g.files())
     files_v2 = ("io.stat",)
+    yields = dict([(name, _YIELDS[kind]) for g in GENERATIONS for kind, names in g.kinds for name in names]
+                  + [("io.stat", _YIELDS["bytes"] + _YIELDS["ops"])])
 
     def __init__(self, names=None, max_devices=MAX_DEVICES):
         self.names = names if names is not None else (lambda majmin: majmin.replace(":", "_"))

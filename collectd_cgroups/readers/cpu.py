@@ -30,12 +30,18 @@ def _throttling(stat, periods, throttled, throttled_ms):
     return out
 
 
+THROTTLING = ("derive-cpu_periods", "derive-cpu_throttled_periods", "total_time_in_ms-cpu_throttled")
+
+
 class CpuUsage(Reader):
     """v1: cpuacct.stat (USER_HZ ticks), cpuacct.usage (ns), cpuacct.usage_percpu (ns).
     v2: cpu.stat (usec), which also carries the throttling figures."""
 
     group = "cpu"
     controller = "cpuacct"
+    yields = {"cpuacct.stat": ("cpu-user", "cpu-system"), "cpuacct.usage": ("cpu-total",),
+              "cpuacct.usage_percpu": ("cpu-cpu*",),
+              "cpu.stat": ("cpu-user", "cpu-system", "cpu-total") + THROTTLING}     # v2
 
     def __init__(self, per_cpu=False, clk_tck=CLK_TCK):
         self.per_cpu = per_cpu
@@ -89,6 +95,7 @@ class CpuThrottling(Reader):
     group = "cpu"
     controller = "cpu"
     files_v1 = ("cpu.stat",)
+    yields = {"cpu.stat": THROTTLING}
 
     def parse_v1(self, data, bad):
         stat = data.get("cpu.stat")

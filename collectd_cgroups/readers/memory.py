@@ -73,6 +73,15 @@ class Memory(Reader):
     files_v1 = ("memory.stat", "memory.usage_in_bytes", "memory.max_usage_in_bytes", "memory.failcnt")
     files_v2 = ("memory.stat", "memory.current", "memory.peak", "memory.max", "memory.high",
                 "memory.swap.current", "memory.swap.max", "memory.events")
+    # memory.stat is not declared (always read): its fields become identifiers of several types.
+    yields = {"memory.usage_in_bytes": ("memory-usage", "memory-working_set"),
+              "memory.max_usage_in_bytes": ("memory-max_usage",), "memory.failcnt": ("derive-memory_failcnt",),
+              "memory.current": ("memory-usage", "memory-working_set"), "memory.peak": ("memory-max_usage",),
+              "memory.max": ("memory-limit",), "memory.high": ("memory-high",),
+              "memory.swap.current": ("memory-swap_usage",), "memory.swap.max": ("memory-swap_limit",),
+              "memory.events": ("derive-memory_*",)}
+    # v1's limits come with memory.stat (hierarchical_*_limit): nothing more to spare there.
+    rare_files = frozenset(("memory.max", "memory.high", "memory.swap.max"))
 
     def __init__(self):
         # memory.stat has the same keys in every cgroup of a kernel: its parse is planned once per set

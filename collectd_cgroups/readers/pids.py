@@ -8,6 +8,8 @@ class Pids(Reader):
     group = "pids"
     controller = "pids"
     files_v1 = files_v2 = ("pids.current", "pids.max")
+    yields = {"pids.current": ("count-pids",), "pids.max": ("count-pids_limit",)}
+    rare_files = frozenset(("pids.max",))
 
     def parse_v1(self, data, bad):
         out = []
