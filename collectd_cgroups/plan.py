@@ -16,6 +16,10 @@ Two ways a pass reads less (the readers declare what they allow, readers.base):
 * a reader's ``rare_files`` (limits: ``pids.max``, ``memory.max``...) are read when a container is
   first seen and then every RARE_AGE seconds, their content kept in its Track in between; containers
   are spread over that time so that no pass reads them all.
+
+And one way it parses less: a reader marked ``unchanged_reuse`` (files that stay the same while a
+container is idle: block I/O, pids, pressure) whose files are byte for byte those of its last pass gives
+that pass's samples again, unparsed.
 """
 
 import collections
@@ -35,7 +39,7 @@ Step = collections.namedtuple("Step", "reader mount_path v1 files")
 class Track(object):
     """What passes remember about one container."""
 
-    __slots__ = ("absent", "pid", "values", "rare", "rare_due")
+    __slots__ = ("absent", "pid", "values", "rare", "rare_due", "last")
 
     def __init__(self):
         self.absent = set()     # names of files this cgroup does not have
@@ -43,6 +47,7 @@ class Track(object):
         self.values = 0         # value lists it had in the last pass (before MaxValues cut any)
         self.rare = {}          # rare files' contents, as last read
         self.rare_due = None    # when they are read again (None: in its first pass)
+        self.last = {}          # reader -> (its files' contents, their samples) of the last pass (unchanged_reuse)
 
 
 class Tracks(object):
@@ -69,9 +74,11 @@ class Tracks(object):
                 del self._by[key]
 
     def forget_absent(self):
-        """Look for every file again (kernels and cgroups change: after a hierarchy refresh)."""
+        """Look for every file again (kernels and cgroups change: after a hierarchy refresh), and parse
+        every file again (block device names may have changed)."""
         for track in self._by.values():
             track.absent.clear()
+            track.last.clear()
 
     def __len__(self):
         return len(self._by)
@@ -130,6 +137,7 @@ class Plan(object):
         absent = track.absent
         dirs = container.dirs
         held = track.rare
+        last = track.last
         now, due = self.now, track.rare_due
         if now is None or due is None or now >= due:
             held.clear()        # read them all again in this pass
@@ -150,6 +158,12 @@ class Plan(object):
                               held if rare else None, rare)
             if not data:
                 continue
+            reuse = reader.unchanged_reuse
+            if reuse:
+                before = last.get(reader)
+                if before is not None and before[0] == data:
+                    out += before[1]
+                    continue
             bad = []
             # The one place that decides what a parser's fault costs.  A field the parser cannot use costs
             # that field (it is in ``bad``); parsers raise nothing else by their contract (readers.base),
@@ -161,6 +175,14 @@ class Plan(object):
                           "%s: malformed %s data, %s figures skipped: %r"
                           % (container.cgroup, "/".join(sorted(data)), reader.group, e),
                           cause=("parse", reader.group, type(e).__name__))
+                samples = None
+            if reuse:
+                # Only a clean parse is given again (what ``bad`` says is logged per pass as it comes).
+                if bad or samples is None:
+                    last.pop(reader, None)
+                else:
+                    last[reader] = (data, samples)
+            if samples is None:
                 samples = ()
             for entry in bad:
                 if isinstance(entry, Limit):    # a limit that bit: per container

@@ -49,6 +49,9 @@ Two declarations let the pass read less:
   declarations against what the parsers make of captured trees.
 * ``rare_files``: files whose content changes only when someone changes a setting (limits): re-read
   every plan.RARE_AGE seconds, their last content reused in between.
+* ``unchanged_reuse``: when a container's files of this reader are byte for byte those of its last pass,
+  the pass takes that pass's samples instead of parsing them again (for files an idle container leaves
+  alone; the samples of each container are then kept between passes).
 """
 
 
@@ -70,6 +73,7 @@ class Reader(object):
     probe_v1 = ()
     yields = {}                 # file name -> identifiers of its values (see above)
     rare_files = frozenset()    # limits: re-read every plan.RARE_AGE seconds
+    unchanged_reuse = False     # the last pass's samples when the files are unchanged
 
     def select_v1(self, probe, notes):
         """The v1 files to read in each container, given the ``probe_v1`` files of the top directory."""

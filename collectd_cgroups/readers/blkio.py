@@ -246,6 +246,7 @@ class Blkio(Reader):
     files_v2 = ("io.stat",)
     yields = dict([(name, _YIELDS[kind]) for g in GENERATIONS for kind, names in g.kinds for name in names]
                   + [("io.stat", _YIELDS["bytes"] + _YIELDS["ops"])])
+    unchanged_reuse = True      # an idle container's block I/O files stay the same
 
     def __init__(self, names=None, max_devices=MAX_DEVICES):
         self.names = names if names is not None else (lambda majmin: majmin.replace(":", "_"))

@@ -10,6 +10,7 @@ class Pids(Reader):
     files_v1 = files_v2 = ("pids.current", "pids.max")
     yields = {"pids.current": ("count-pids",), "pids.max": ("count-pids_limit",)}
     rare_files = frozenset(("pids.max",))
+    unchanged_reuse = True
 
     def parse_v1(self, data, bad):
         out = []

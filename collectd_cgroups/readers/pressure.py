@@ -21,6 +21,7 @@ class Pressure(Reader):
     controller = "unified"   # always read from the cgroup2 mount, on hybrid hosts too
     files_v2 = tuple(r + ".pressure" for r in RESOURCES)
     yields = dict((r + ".pressure", ("total_time_in_ms-pressure_%s_*" % r,)) for r in RESOURCES)
+    unchanged_reuse = True
     _names = dict((r, ("pressure_%s_full" % r, "pressure_%s_some" % r)) for r in RESOURCES)
 
     def parse_v2(self, data, bad):

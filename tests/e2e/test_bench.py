@@ -2,8 +2,8 @@
 
 Its figures are not judged here (nothing fails on time); what is: a small run completes with its own
 cross-checks (the traced files equal ``Collector.files_read``, collectd reports the containers), sees
-every container with its 14 files, 47 values, network and block I/O, forks nothing during passes,
-measures its peers (collectd's C cgroups plugin, which writes a CSV directory for every container, and
+every container with its 13 files a pass (and its limit file every 30 s), 47 values, network and block
+I/O, forks nothing during passes, measures its peers (collectd's C cgroups plugin, which writes a CSV directory for every container, and
 Netdata, which charts every one), prints its tables, and leaves nothing behind: not after a normal end, not after SIGINT or SIGTERM in
 the middle of a collectd measurement, and after a SIGKILL the next run removes what the killed one left.
 """
@@ -132,8 +132,9 @@ def test_small_run_measures_every_container_and_leaves_nothing(benches):
     assert status == 0, out[-4000:]
     for n in (3, 6):
         # every container seen, with all its files, values, network and block I/O; no fork or exec
-        assert ("(a) in-process: %d containers seen, %d with network, %d with block I/O; 14.0 files and 47.0 "
-                "values per container; 0 fork/exec/spawn calls in 2 passes" % (n, n, n)) in out, out
+        assert ("(a) in-process: %d containers seen, %d with network, %d with block I/O; 13.0 files per pass "
+                "(1.0 more every 30 s: limits) and 47.0 values per container; 0 fork/exec/spawn calls in 2 passes"
+                % (n, n, n)) in out, out
         assert "(c) floor: " in out
     # collectd ran with the plugin and the plugin did not complain
     assert "collectd log:" not in out, out

@@ -1,7 +1,8 @@
 """The readers' declarations that let a pass read less (readers.base): ``yields`` checked against what
 the parsers make of every directory of the fixture trees (captured from real kernels), and their use by
 the pass: files whose every value IgnoreValue leaves out are not read, limit files (``rare_files``) are
-read every plan.RARE_AGE seconds, and CollectOnExit's reading stays whole."""
+read every plan.RARE_AGE seconds, CollectOnExit's reading stays whole, and the readers marked
+``unchanged_reuse`` parse nothing when their files are unchanged."""
 
 import fnmatch
 import os
@@ -169,3 +170,50 @@ def test_the_first_readings_after_start_are_spread_over_rare_age(tmp_path):
     col.collect()
     dues = sorted(col.tracks.peek(c).rare_due for c in col.discover())
     assert len(dues) >= 5 and 0 < dues[0] and dues[-1] <= plan.RARE_AGE and len(set(dues)) >= len(dues) // 2
+
+
+def test_unchanged_files_give_the_last_samples_without_a_parse(tmp_path, monkeypatch):
+    root = _tree(tmp_path)
+    col = _collector(root)
+    blkio = next(r for r in col.readers if r.group == "blkio")
+    assert blkio.unchanged_reuse and not next(r for r in col.readers if r.group == "memory").unchanged_reuse
+    parses = []
+    real = blkio.parse_v2
+    monkeypatch.setattr(blkio, "parse_v2", lambda data, bad: parses.append(1) or real(data, bad))
+    first = {r.instance: r.samples for r in col.collect()}
+    n = len(parses)
+    assert n >= 3
+    second = {r.instance: r.samples for r in col.collect()}
+    assert len(parses) == n and second == first                 # nothing parsed again, the same samples
+    # one container's io.stat changes: that one is parsed again, and its new figures come out
+    name, samples = next((i, s) for i, s in first.items() if any(x[:2] == ("disk_octets", "total") for x in s))
+    container = next(c for c in col.discover() if col.naming.name(c) == name)
+    directory = next(d for d in container.dirs.values() if os.path.exists(os.path.join(d, "io.stat")))
+    with open(os.path.join(directory, "io.stat"), "w") as f:
+        f.write("8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n")
+    third = {r.instance: r.samples for r in col.collect()}
+    assert len(parses) == n + 1
+    assert ("disk_octets", "total", (4096, 8192)) in third[name]
+    assert {i: s for i, s in third.items() if i != name} == {i: s for i, s in first.items() if i != name}
+    # after a refresh of the hierarchies (device names may change), everything is parsed again
+    col.tracks.forget_absent()
+    col.collect()
+    assert len(parses) == 2 * n + 1
+
+
+def test_a_parse_with_faults_is_not_reused(tmp_path, monkeypatch):
+    root = _tree(tmp_path)
+    col = _collector(root)
+    pids = next(r for r in col.readers if r.group == "pids")
+    for c in col.discover():
+        for d in c.dirs.values():
+            if os.path.exists(os.path.join(d, "pids.current")):
+                with open(os.path.join(d, "pids.current"), "w") as f:
+                    f.write("-1\n")             # a bad field: reported, never reused
+    parses = []
+    real = pids.parse_v2
+    monkeypatch.setattr(pids, "parse_v2", lambda data, bad: parses.append(1) or real(data, bad))
+    col.collect()
+    n = len(parses)
+    col.collect()
+    assert n >= 3 and len(parses) == 2 * n
