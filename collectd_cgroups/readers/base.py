@@ -40,7 +40,7 @@ Two refinements, both used by the block I/O reader:
   the pass reads the ``probe_v1`` files there and reads in each container what
   ``select_v1(probe, notes)`` returns (``notes`` are logged once).
 
-Two declarations let the pass read less:
+Three declarations let the pass read and parse less:
 
 * ``yields``: for each file, the identifiers (``type-type_instance``, as IgnoreValue names them; a
   trailing ``*`` for an open set) of every value that comes from it, or from it and others together.

@@ -982,7 +982,7 @@ def peers_table(results, fmt):
     lines = ["", "The peers, on the same containers in the same run, each one's idle cost taken off (collectd with no",
              "plugin but its writer; Netdata with no collector). A value is one number: a data source of a value",
              "list dispatched, a dimension of Netdata's; per value = per container / values. Medians (min-max):"]
-    head = "%6s  %-48s %6s  %-20s %8s  %-11s %s" % ("N", "collector", "values", "us per container", "us/value",
+    head = "%6s  %-60s %6s  %-20s %8s  %-11s %s" % ("N", "collector", "values", "us per container", "us/value",
                                                   "/ Netdata", "/ C cgroups (per value)")
     lines += [head, "-" * len(head)]
     for r in results:
@@ -1025,7 +1025,7 @@ def peers_table(results, fmt):
                 lines.append("%6d  %s" % (n, label))
                 continue
             pv = per_value.get(key)
-            lines.append("%6d  %-48s %6s  %-20s %8s  %-11s %s" % (
+            lines.append("%6d  %-60s %6s  %-20s %8s  %-11s %s" % (
                 n, label, "%.0f" % vals if vals else "-", fmt(v), "%.2f" % pv if pv is not None else "-",
                 "%.2f" % (pv / nd_value) if pv is not None and nd_value else "-",
                 "%.2f" % (pv / cg_value) if pv is not None and cg_value else "-"))
@@ -1084,8 +1084,6 @@ def main(argv=None):
             took = lab.add(size - lab.count)
             print("made %d containers in %.1f s" % (lab.count, took), flush=True)
             results.append(measure(lab, args, bins, workdir, host, last=size == sizes[-1]))
-            if size != sizes[-1]:       # on stderr: what a long run has measured so far outlives its end
-                print("\nso far:" + table(results), file=sys.stderr, flush=True)
         print(table(results))
     except (KeyboardInterrupt, Interrupted) as e:
         print("\ninterrupted (%s): cleaning up" % (e or "Ctrl-C"), file=sys.stderr)
