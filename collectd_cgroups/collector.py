@@ -188,7 +188,8 @@ class Collector(object):
         # Built here, on the thread that starts the plugin: its network namespace is "home".
         self.network = network.NetworkReader(
             select=options.interface_select(), proc_root=self.root.proc(), warn_once=self.warn_once,
-            info_once=self.info_once, max_interfaces=options.max_interfaces) if "network" in options.groups else None
+            info_once=self.info_once, max_interfaces=options.max_interfaces,
+            keep_pidfds=options.keep_files is not False) if "network" in options.groups else None
         self.keep = fs.KeepPolicy(options.keep_files)
         self._hierarchies = None
         self._hierarchies_at = None
@@ -244,7 +245,7 @@ class Collector(object):
         samples = self.planner.plan(self.hierarchies(), whole=True).read(container, plan.Track())
         peers = None
         if self.network is not None and pid is not None:
-            net = self.network.begin()
+            net = self.network.begin(partial=True)
             try:
                 res = net.read(container.key, pid, container.cgroup)
             finally:
@@ -271,14 +272,16 @@ class Collector(object):
             containers = list(containers)
         kept = self.keep.for_pass(len(containers), interval)
         results = [] if sink is None else 0
+        pass_plan = None
         if containers:
             try:
                 pass_plan = self.plan(kept)
             except Exception as e:      # a bug or a bizarre tree: report, never take collectd down
                 self.warn_once(("plan", repr(e)), "cannot plan the pass: %r" % (e,))
-                pass_plan = None
             if pass_plan is not None:
                 results = self._collect(containers, pass_plan, kept, sink)
+        if pass_plan is None and self.network is not None:
+            self.network.close()        # no container read: none of the kept pidfds is wanted any more
         if self.keep.holding():
             live = set(m.path for m in self._hierarchies.mounts) if self._hierarchies is not None else set()
             for c in containers:
@@ -360,8 +363,10 @@ class Collector(object):
         return pass_plan.read(container, track, kept)
 
     def close(self):
-        """Close the cgroup files kept open between passes (the next pass opens them again)."""
+        """Close the cgroup files and pidfds kept open between passes (the next pass opens them again)."""
         self.keep.close()
+        if self.network is not None:
+            self.network.close()
 
     def _read_network(self, net, container, track, samples):
         """Append the container's interface counters to ``samples``; its host veth peers, or None.

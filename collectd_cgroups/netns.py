@@ -28,7 +28,9 @@ container's network.  So:
   pidfd (``pidfd_open``, Linux 5.3+) that check is race free, and on Linux
   6.11+ the namespace comes straight from the pidfd
   (``ioctl(PIDFD_GET_NET_NAMESPACE)``).  Older kernels fall back to
-  ``/proc/<pid>/ns/net``.
+  ``/proc/<pid>/ns/net``.  :class:`KeptPidfds` keeps each container's pidfd
+  between passes: a pidfd holds its process, never that process's
+  namespaces, so this keeps nothing of a container that has exited.
 
 Failures are :class:`NamespaceError` (an ``OSError`` carrying errno and the
 namespace path), or ``fs.Gone`` when the process is gone, or
@@ -326,47 +328,152 @@ def open_netns(pid, cgroup, proc_root="/proc", use_pidfd=None):
     :class:`PidMoved` (the PID is not in the container's cgroup: reused or moved), NamespaceError
     (EPERM, EACCES...).
     """
-    path = "%s/%d/ns/net" % (proc_root, pid)
     if use_pidfd is None:
         use_pidfd = _pidfd_ok(proc_root)
-    pidfd = None
-    if use_pidfd:
-        try:
-            pidfd = os.pidfd_open(pid)
-        except OSError as e:
-            fs.raise_if_gone(e, path)
-            if e.errno != errno.ENOSYS:
-                raise NamespaceError(e.errno, "pidfd_open: %s" % os.strerror(e.errno), path) from None
+    pidfd = _pidfd_open(pid, proc_root) if use_pidfd else None
     try:
-        fd = None
-        if pidfd is not None:
-            try:
-                fd = _ns_from_pidfd(pidfd)
-            except OSError as e:
-                fs.raise_if_gone(e, path)
-                raise NamespaceError(e.errno, "PIDFD_GET_NET_NAMESPACE: %s" % os.strerror(e.errno), path) \
-                    from None
-        if fd is None:
-            try:
-                fd = os.open(path, _FLAGS)
-            except OSError as e:
-                fs.raise_if_gone(e, path)
-                raise NamespaceError(e.errno, os.strerror(e.errno), path) from None
-        handle = NsHandle(fd, path)
-        try:
-            if not pid_in_cgroup(pid, cgroup, proc_root):
-                raise PidMoved("%s: pid %d is not in %s" % (path, pid, cgroup))
-            if pidfd is not None:
-                # The PID named the pidfd's process while /proc/<pid>/cgroup was read only if that process
-                # is still alive now (a PID is not reused before its process is reaped).
-                try:
-                    signal.pidfd_send_signal(pidfd, 0)
-                except ProcessLookupError:
-                    raise fs.Gone(path)
-        except BaseException:
-            handle.close()
-            raise
-        return handle
+        return _open_checked(pid, cgroup, proc_root, pidfd)
     finally:
         if pidfd is not None:
             os.close(pidfd)
+
+
+def _pidfd_open(pid, proc_root):
+    """A pidfd of ``pid``, or None where the kernel has none (ENOSYS); fs.Gone, NamespaceError."""
+    try:
+        return os.pidfd_open(pid)
+    except OSError as e:
+        path = "%s/%d/ns/net" % (proc_root, pid)
+        fs.raise_if_gone(e, path)
+        if e.errno != errno.ENOSYS:
+            raise NamespaceError(e.errno, "pidfd_open: %s" % os.strerror(e.errno), path) from None
+        return None
+
+
+def _open_checked(pid, cgroup, proc_root, pidfd):
+    """:func:`open_netns` with the caller's ``pidfd`` of ``pid`` (or None: /proc alone)."""
+    path = "%s/%d/ns/net" % (proc_root, pid)
+    fd = None
+    if pidfd is not None:
+        try:
+            fd = _ns_from_pidfd(pidfd)
+        except OSError as e:
+            fs.raise_if_gone(e, path)
+            raise NamespaceError(e.errno, "PIDFD_GET_NET_NAMESPACE: %s" % os.strerror(e.errno), path) \
+                from None
+    if fd is None:
+        try:
+            fd = os.open(path, _FLAGS)
+        except OSError as e:
+            fs.raise_if_gone(e, path)
+            raise NamespaceError(e.errno, os.strerror(e.errno), path) from None
+    handle = NsHandle(fd, path)
+    try:
+        if not pid_in_cgroup(pid, cgroup, proc_root):
+            raise PidMoved("%s: pid %d is not in %s" % (path, pid, cgroup))
+        if pidfd is not None:
+            # The PID named the pidfd's process while /proc/<pid>/cgroup was read only if that process
+            # is still alive now (a PID is not reused before its process is reaped).
+            try:
+                signal.pidfd_send_signal(pidfd, 0)
+            except ProcessLookupError:
+                raise fs.Gone(path)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+class KeptPidfds(object):
+    """pidfds of the PIDs whose namespaces the passes open, kept from pass to pass (one per container).
+
+    A pidfd names one process for as long as it is open, whatever becomes of its PID, and holds only that
+    process's ``struct pid``: not its namespaces, which go when the process exits as if nothing were kept.
+    So a PID checked once to be in its container's cgroup is the same process in later passes with no new
+    pidfd and no read of ``/proc/<pid>/cgroup`` (two thirds of what opening the namespace costs): the
+    namespace comes straight from the kept pidfd (Linux 6.11+), or from ``/proc/<pid>/ns/net`` followed
+    by a signal 0 through the pidfd that says the process is still the one checked.  The cgroup is checked
+    again every ``recheck`` uses (a process moved out of its container by hand); any error on a kept pidfd
+    drops it and the full :func:`open_netns` decides.
+
+    The descriptors sit above fs.FD_FLOOR and count in fs.PROCESS_BUDGET, as kept cgroup files do; past
+    the budget a PID is opened afresh each pass.  ``retain(pids)`` after a pass closes the others;
+    ``close()`` closes all.  One pass at a time (the network reader's rule).
+    """
+
+    def __init__(self, proc_root="/proc", recheck=30, budget=None):
+        self.proc_root = proc_root
+        self.recheck = recheck
+        self.budget = budget if budget is not None else fs.PROCESS_BUDGET
+        self.kept = {}              # pid -> [pidfd, cgroup, uses since the cgroup was checked]
+
+    def open_netns(self, pid, cgroup):
+        """As :func:`open_netns` (with pidfds)."""
+        entry = self.kept.get(pid)
+        if entry is not None:
+            if entry[1] == cgroup and entry[2] < self.recheck:
+                entry[2] += 1
+                handle = self._from_kept(pid, entry[0])
+                if handle is not None:
+                    return handle
+            self.drop(pid)
+        pidfd = _pidfd_open(pid, self.proc_root)
+        if pidfd is None:
+            return _open_checked(pid, cgroup, self.proc_root, None)
+        try:
+            handle = _open_checked(pid, cgroup, self.proc_root, pidfd)
+        except BaseException:
+            os.close(pidfd)
+            raise
+        self._keep(pid, pidfd, cgroup)
+        return handle
+
+    def _from_kept(self, pid, pidfd):
+        path = "%s/%d/ns/net" % (self.proc_root, pid)
+        try:
+            fd = _ns_from_pidfd(pidfd)
+            if fd is None:
+                fd = os.open(path, _FLAGS)
+                try:
+                    signal.pidfd_send_signal(pidfd, 0)
+                except BaseException:
+                    os.close(fd)
+                    raise
+        except OSError:
+            return None
+        return NsHandle(fd, path)
+
+    def _keep(self, pid, pidfd, cgroup):
+        try:
+            if not self.budget.room():
+                return
+            high = fcntl.fcntl(pidfd, fcntl.F_DUPFD_CLOEXEC, fs.FD_FLOOR)
+        except OSError:
+            return
+        finally:
+            os.close(pidfd)
+        self.kept[pid] = [high, cgroup, 0]
+        self.budget.take()
+
+    def drop(self, pid):
+        """Close the kept pidfd of ``pid`` (if any)."""
+        entry = self.kept.pop(pid, None)
+        if entry is not None:
+            self.budget.give_back()
+            try:
+                os.close(entry[0])
+            except OSError:
+                pass
+
+    def retain(self, pids):
+        """Close the pidfds of PIDs not in ``pids`` (a set): containers gone, PIDs exited."""
+        if not pids.issuperset(self.kept):
+            for pid in [p for p in self.kept if p not in pids]:
+                self.drop(pid)
+
+    def close(self):
+        for pid in list(self.kept):
+            self.drop(pid)
+
+    def __len__(self):
+        return len(self.kept)

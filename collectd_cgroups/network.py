@@ -4,8 +4,9 @@ containers' first PIDs and the pass.  The rtnetlink codec (requests, parsers, du
 
 Per container and pass (:meth:`NetworkPass.read`):
 
-1. ``netns.open_netns``: the namespace of the container's first PID, checked to still belong to the
-   container (PID reuse), and its identity (device, inode);
+1. ``netns.KeptPidfds.open_netns`` (``netns.open_netns`` without pidfds): the namespace of the
+   container's first PID, checked to still belong to the container (PID reuse) when its pidfd is opened
+   and every ``refresh`` passes, and its identity (device, inode);
 2. a namespace already read in this pass (a Kubernetes pod, ``--network container:X``) is reported once,
    under one container (see :class:`NetworkPass`), and the host's own namespace not at all;
 3. the thread enters the namespace, opens a NETLINK_ROUTE socket there, and goes straight back: the socket
@@ -307,6 +308,8 @@ class NetworkReader(object):
     ``host_peers``: also name the host end of each veth.
     ``refresh``: passes between two RTM_GETLINK dumps of an unchanged namespace (the host's too).
     ``max_interfaces``: interfaces reported per namespace (MaxInterfaces).
+    ``keep_pidfds``: keep each container PID's pidfd from pass to pass (:class:`netns.KeptPidfds`; off
+    with ``KeepFilesOpen false``).
 
     Build it on a thread in the host's network namespace (collectd's init, the CLI's main thread): that
     namespace is "home", and passes refuse to work on a thread that is not in it.  One pass at a time
@@ -314,7 +317,7 @@ class NetworkReader(object):
     """
 
     def __init__(self, select=None, proc_root="/proc", warn_once=_noop, info_once=_noop, host_peers=True,
-                 refresh=30, max_interfaces=MAX_INTERFACES):
+                 refresh=30, max_interfaces=MAX_INTERFACES, keep_pidfds=True):
         self.select = select if select is not None else InterfaceSelect()
         self.max_interfaces = max_interfaces
         self.proc_root = proc_root.rstrip("/") or "/proc"
@@ -323,6 +326,9 @@ class NetworkReader(object):
         self.want_peers = host_peers
         self.refresh = refresh
         self.use_pidfd = netns._pidfd_ok(self.proc_root)
+        # The PIDs' pidfds, kept between passes (the cgroup check checked again every ``refresh`` uses).
+        self.pidfds = netns.KeptPidfds(self.proc_root, recheck=refresh) if self.use_pidfd and keep_pidfds \
+            else None
         self.owners = {}            # namespace identity -> key of the container it is reported under
         self.info = {}              # netns cookie -> _NsInfo
         self.host_veths = None      # {ifindex: Link} of the host's veths, from the last host dump
@@ -331,9 +337,16 @@ class NetworkReader(object):
         self.disabled = None        # why namespace work stopped for good (a stranded thread)
         self._local = threading.local()
 
-    def begin(self):
-        """A :class:`NetworkPass` for the calling thread; close it when the pass is over."""
-        return NetworkPass(self)
+    def begin(self, partial=False):
+        """A :class:`NetworkPass` for the calling thread; close it when the pass is over.  ``partial``: a
+        read outside the passes (a container's final figures, from another thread) that leaves what the
+        passes keep as it is (owners, namespaces known, kept pidfds)."""
+        return NetworkPass(self, partial)
+
+    def close(self):
+        """Close the kept pidfds (the next pass opens them again)."""
+        if self.pidfds is not None:
+            self.pidfds.close()
 
     def buffer(self):
         buf = getattr(self._local, "buf", None)
@@ -360,8 +373,10 @@ class NetworkPass(object):
     container that reaches it.
     """
 
-    def __init__(self, reader):
+    def __init__(self, reader, partial=False):
         self.reader = reader
+        self.partial = partial
+        self.pids = set()           # PIDs whose namespaces this pass opened
         self.thread = threading.get_ident()
         self.home = None
         self.done = {}              # namespace identity -> key it was reported under in this pass
@@ -388,6 +403,10 @@ class NetworkPass(object):
             self._host_sock.close()
             self._host_sock = None
         reader = self.reader
+        if self.partial:
+            return
+        if reader.pidfds is not None:
+            reader.pidfds.retain(self.pids)
         reader.host_age = 0 if self._host_dumped else reader.host_age + 1
         # An owner that did not show up hands its namespace to the first container reaching it next pass.
         reader.owners = dict(self.done)
@@ -503,7 +522,11 @@ class NetworkPass(object):
     def _read(self, key, pid, cgroup):
         reader = self.reader
         home = self._home()
-        handle = netns.open_netns(pid, cgroup, reader.proc_root, reader.use_pidfd)
+        if reader.pidfds is not None and not self.partial:
+            self.pids.add(pid)
+            handle = reader.pidfds.open_netns(pid, cgroup)
+        else:
+            handle = netns.open_netns(pid, cgroup, reader.proc_root, reader.use_pidfd)
         try:
             ident = handle.ident
             if ident == home.ident:

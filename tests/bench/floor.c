@@ -10,10 +10,11 @@
  *                        with "keep": opened once before the first pass, then read with pread at offset 0
  *                        each pass (as the plugin re-reads the files it keeps open), the soft open-files
  *                        limit raised to the hard one for that
- *   N <pid>              the network namespace of <pid>, as network.py does it: pidfd_open, the
- *                        namespace from the pidfd (PIDFD_GET_NET_NAMESPACE, else /proc/<pid>/ns/net),
- *                        pidfd_send_signal(0), setns in, a NETLINK_ROUTE socket, setns back, one
- *                        RTM_GETSTATS dump of the 64-bit link statistics, close everything
+ *   N <pid>              the network namespace of <pid>, as network.py does it: a pidfd of <pid> opened
+ *                        in the first pass and kept (netns.KeptPidfds), the namespace from it
+ *                        (PIDFD_GET_NET_NAMESPACE; else /proc/<pid>/ns/net and pidfd_send_signal(0)),
+ *                        setns in, a NETLINK_ROUTE socket, setns back, one RTM_GETSTATS dump of the
+ *                        64-bit link statistics, close all but the pidfd
  *
  * Each pass also opens /proc/thread-self/ns/net once (the namespace to come back to), as the plugin does.
  * Prints one line per pass: "pass <cpu ns> <wall ns> <bytes read> <interfaces seen>", CPU time being the
@@ -48,7 +49,7 @@ enum { OP_DIR, OP_FILE, OP_NET };
 struct op {
     int kind;
     int pid;
-    int fd;         /* "keep": the file's descriptor, kept open over the passes (-1: not kept) */
+    int fd;         /* F with "keep": the file's descriptor kept open over the passes; N: the kept pidfd (-1: none) */
     char *path;
 };
 
@@ -132,10 +133,11 @@ static int stats_dump(int sock) {
     }
 }
 
-static int net(int pid, int home) {
-    int pidfd = syscall(SYS_pidfd_open, pid, 0);
+static int net(struct op *o, int home) {
+    if (o->fd < 0) o->fd = syscall(SYS_pidfd_open, o->pid, 0);
+    int pidfd = o->fd, pid = o->pid;
     if (pidfd < 0) return -1;
-    int ns = -1;
+    int ns = -1, checked = 0;
     if (ioctl_works != 0) {
         ns = ioctl(pidfd, PIDFD_GET_NET_NAMESPACE, 0);
         if (ns < 0 && ioctl_works < 0 && (errno == ENOTTY || errno == EINVAL || errno == EOPNOTSUPP)) ioctl_works = 0;
@@ -145,9 +147,11 @@ static int net(int pid, int home) {
         char path[64];
         snprintf(path, sizeof path, "/proc/%d/ns/net", pid);
         ns = open(path, O_RDONLY | O_CLOEXEC);
+    } else {
+        checked = 1;    /* the namespace of the pidfd's own process */
     }
     int links = -1;
-    if (ns >= 0 && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0) {
+    if (ns >= 0 && (checked || syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0)) {
         if (setns(ns, CLONE_NEWNET) != 0) die("setns into a container");
         int sock = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
         if (setns(home, CLONE_NEWNET) != 0) die("setns home");
@@ -159,7 +163,6 @@ static int net(int pid, int home) {
         }
     }
     if (ns >= 0) close(ns);
-    close(pidfd);
     return links;
 }
 
@@ -172,7 +175,7 @@ int main(int argc, char **argv) {
     /* GAP_MS: an idle pause before each pass, as collectd leaves between two read passes (caches go cold) */
     long gap_ms = argc >= 4 ? atol(argv[3]) : 0;
     int keep = argc == 5;
-    if (keep) {
+    {   /* kept files, and a pidfd per container either way */
         struct rlimit rl;
         if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
             rl.rlim_cur = rl.rlim_max;
@@ -212,7 +215,7 @@ int main(int argc, char **argv) {
             if (o->kind == OP_DIR) list_dir(o->path);
             else if (o->kind == OP_FILE) bytes += read_file(o);
             else {
-                int n = net(o->pid, home);
+                int n = net(o, home);
                 if (n > 0) links += n;
             }
         }

@@ -156,7 +156,8 @@ def stub_collectd():
 
 
 class Tracer(object):
-    """What a pass reads, in order: [("D", dir) | ("F", file)], from os.open/read/pread/scandir."""
+    """What a pass reads, in order: [("D", dir) | ("F", file) | ("N", "/proc/<pid>/ns/net")], from
+    os.open/read/pread/scandir and netns.call_in (a container's namespace entered for its netlink socket)."""
 
     def __init__(self):
         self.paths = {}         # fd -> path, for every os.open since install()
@@ -197,7 +198,14 @@ class Tracer(object):
             return real["scandir"](path)
 
         os.open, os.read, os.pread, os.scandir = open_, read_, pread_, scandir_
-        from collectd_cgroups import fs
+        from collectd_cgroups import fs, netns
+        real_call_in = self.saved_call_in = netns.call_in
+
+        def call_in(handle, home, fn):
+            if tracer.on:
+                tracer.events.append(("N", handle.path))     # /proc/<pid>/ns/net
+            return real_call_in(handle, home, fn)
+        netns.call_in = call_in
         self.saved_fs_pread = getattr(fs, "_pread", None)
         if self.saved_fs_pread is not None:
             fs._pread = pread_          # fs binds os.pread at import, for its fast path
@@ -206,6 +214,8 @@ class Tracer(object):
         for name, fn in self.saved.items():
             setattr(os, name, fn)
         fcntl.fcntl = self.saved_fcntl
+        from collectd_cgroups import netns
+        netns.call_in = self.saved_call_in
         if self.saved_fs_pread is not None:
             from collectd_cgroups import fs
             fs._pread = self.saved_fs_pread
@@ -247,19 +257,20 @@ class SpawnCounter(object):
 
 
 def floor_plan(events, pids):
-    """The floor's plan from a traced pass: D and F lines; after each /proc/<pid>/cgroup (the plugin's
-    check that the PID is the container's), an N line for that container's namespace."""
+    """The floor's plan from a traced pass: D and F lines, and an N line for each container namespace the
+    pass entered (of one of the lab's PIDs)."""
     lines = []
     last = None
     for kind, path in events:
         if kind == "F" and path == last:
             continue        # a file read in two gulps (larger than one buffer): one open in the floor
         last = path
-        lines.append("%s %s" % (kind, path))
-        if kind == "F" and path.startswith("/proc/") and path.endswith("/cgroup"):
-            pid = int(path.split("/")[2])
+        if kind == "N":
+            pid = int(path.split("/")[-3])
             if pid in pids:
                 lines.append("N %d" % pid)
+            continue
+        lines.append("%s %s" % (kind, path))
     return lines
 
 

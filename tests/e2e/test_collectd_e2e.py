@@ -319,9 +319,19 @@ def _settled_fd_count(cd, samples=5):
     return min(counts)
 
 
-def _kept_fds(cd):
-    """Descriptors of collectd numbered from the plugin's kept-file floor up (fs.FD_FLOOR)."""
-    return [n for n in os.listdir("/proc/%d/fd" % cd.pid) if int(n) >= FD_FLOOR]
+def _kept_fds(cd, pidfds=False):
+    """Descriptors of collectd numbered from the plugin's kept-file floor up (fs.FD_FLOOR): its kept cgroup
+    files, or with ``pidfds`` its kept pidfds (one per container whose network namespace it reads)."""
+    found = []
+    for n in os.listdir("/proc/%d/fd" % cd.pid):
+        if int(n) >= FD_FLOOR:
+            try:
+                target = os.readlink("/proc/%d/fd/%s" % (cd.pid, n))
+            except OSError:
+                continue
+            if ("pidfd" in target) == pidfds:
+                found.append(n)
+    return found
 
 
 @pytest.mark.parametrize("keep", ["auto", "true"])
@@ -337,7 +347,8 @@ def test_fds_and_rss_stay_flat_over_many_passes(tmp_path, make_tree, keep):
         cd.wait_csv_rows(*anchor, WARMUP_PASSES, timeout=WARMUP_PASSES * 3 + 10)
         start_rows = len(cd.csv_rows(*anchor))
         fds0, rss0, threads0 = _settled_fd_count(cd), cd.rss_bytes(), cd.threads()
-        kept0 = len(_kept_fds(cd))
+        kept0, pidfds0 = len(_kept_fds(cd)), len(_kept_fds(cd, pidfds=True))
+        assert pidfds0 <= CONTAINERS, pidfds0
         if keep == "true":      # about a dozen files per container (cgroup.procs is never kept)
             assert kept0 >= 10 * CONTAINERS, kept0
         else:
@@ -355,7 +366,7 @@ def test_fds_and_rss_stay_flat_over_many_passes(tmp_path, make_tree, keep):
         # One more pass: the files of a container removed just now are closed by the pass that misses it.
         cd.wait_csv_rows(*anchor, start_rows + PASSES + 2, timeout=15)
         fds1, rss1, threads1 = _settled_fd_count(cd), cd.rss_bytes(), cd.threads()
-        assert len(_kept_fds(cd)) == kept0
+        assert len(_kept_fds(cd)) == kept0 and len(_kept_fds(cd, pidfds=True)) == pidfds0
         passes = len(cd.csv_rows(*anchor)) - start_rows
         print("collectd pid %d over %d passes of %d containers (+%d churned): fds %d -> %d, "
               "RSS %.1f -> %.1f MiB (%+d KiB), threads %d -> %d"

@@ -13,6 +13,8 @@ everything.  Variants:
   pid_check_pidfd     netns.open_netns: pidfd_open, PIDFD_GET_NET_NAMESPACE, /proc/<pid>/cgroup check,
                       pidfd_send_signal(0), close (needed before either way of reading: PID reuse)
   pid_check_proc      the same through /proc/<pid>/ns/net (kernels without the ioctl)
+  pid_check_kept      netns.KeptPidfds: the namespace from a pidfd kept from pass to pass (what passes do;
+                      the cgroup checked again every 30 uses)
   netlink_steady      setns in, netlink socket, setns back, netns cookie, RTM_GETSTATS, SIOCGIFNAME check,
                       samples, close: what a pass does per container once it knows the namespace
   netlink_getlink     the same with an RTM_GETLINK dump (+ RTM_GETNSID) every time (new namespaces,
@@ -88,10 +90,12 @@ def bench(lab, boxes, runs, rounds):
             for b in boxes:
                 q.read(b.key, b.pid, b.cgroup)
 
+    kept = netns.KeptPidfds()
     variants = [
         ("proc_net_dev", lambda b: proc_net_dev(b.pid), boxes, 1),
         ("pid_check_pidfd", lambda b: netns.open_netns(b.pid, b.cgroup, use_pidfd=True).close(), boxes, 1),
         ("pid_check_proc", lambda b: netns.open_netns(b.pid, b.cgroup, use_pidfd=False).close(), boxes, 1),
+        ("pid_check_kept", lambda b: kept.open_netns(b.pid, b.cgroup).close(), boxes, 1),
         ("netlink_steady", netlink_steady, boxes, 1),
         ("netlink_getlink", netlink_getlink, boxes, 1),
         ("pass_per_container", whole_pass, [None], len(boxes)),

@@ -282,29 +282,39 @@ def test_resource_use_does_not_grow_over_2000_passes(tree):
     assert fds1 == fds0
     assert rss1 - rss0 < 2 * MiB
 
-    # No allocation site of the package grows steadily: three snapshots 200 passes apart.  (Tracing
-    # makes a pass about ten times slower: fewer passes here than above.)
+    # No allocation site of the package grows steadily: four snapshots 150 passes apart, a site growing
+    # in each window and still by 1 KiB in the last.  A leak keeps its rate; what the package keeps per
+    # value is bounded but grows once as a value first needs an object of its own (a pressure total past
+    # 256 ms is no longer a cached small int), at times the machine's load decides.  (Tracing makes a pass
+    # about ten times slower: fewer passes here than above.)  A collector made under tracing: what an
+    # older one keeps from pass to pass (contents of unchanged files, limit files read every 30 s) was
+    # allocated untraced, and the traced objects that replace it as it changes would look like growth.
     tracemalloc.start(2)
     try:
+        collector.close()
+        collector, logs = make_collector(tree.prefix)   # run() reads this one
         run(20)
         only_ours = [tracemalloc.Filter(True, "*collectd_cgroups*", all_frames=True)]
         snaps = []
-        for _ in range(3):
+        for i in range(4):
+            if i:
+                run(150)
             gc.collect()
             snaps.append(tracemalloc.take_snapshot().filter_traces(only_ours))
-            run(200)
     finally:
         tracemalloc.stop()
+        collector.close()
     sizes = [{s.traceback: s.size for s in snap.statistics("traceback")} for snap in snaps]
     totals = [sum(d.values()) for d in sizes]
-    print("live allocations made by the package's code after 20/220/420 traced passes: %s bytes" % totals)
-    for stat in snaps[2].compare_to(snaps[0], "traceback")[:3]:
+    print("live allocations made by the package's code after 20/170/320/470 traced passes: %s bytes" % totals)
+    for stat in snaps[3].compare_to(snaps[0], "traceback")[:3]:
         if stat.size_diff:
             print("  %+d bytes at %s" % (stat.size_diff, " <- ".join(stat.traceback.format(limit=4))))
     growing = []
-    for tb, size in sizes[2].items():
-        a, b = sizes[0].get(tb, 0), sizes[1].get(tb, 0)
-        if a < b < size and size - a > 2048:
-            growing.append("%+d bytes over 400 passes at\n  %s" % (size - a, "\n  ".join(tb.format())))
+    for tb, size in sizes[3].items():
+        a, b, c = (sizes[k].get(tb, 0) for k in range(3))
+        if a < b < c < size and size - c >= 1024:
+            growing.append("%+d bytes over 450 passes (%+d in the last 150) at\n  %s"
+                           % (size - a, size - c, "\n  ".join(tb.format())))
     assert not growing, "\n".join(growing)
-    assert totals[2] - totals[0] < 32 * 1024, totals
+    assert totals[3] - totals[0] < 32 * 1024, totals

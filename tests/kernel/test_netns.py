@@ -17,7 +17,7 @@ import pytest
 
 from collectd_cgroups import fs, netns
 from tests.support import CHECKOUT
-from tests.support.netnsutil import nsfs_fds, ns_of, run
+from tests.support.netnsutil import nsfs_fds, ns_of, run, wait_for
 
 
 def on_thread(fn, *args):
@@ -229,6 +229,120 @@ def test_process_exiting_during_the_check_is_caught_by_the_pidfd(lab, monkeypatc
     with pytest.raises(fs.Gone):
         netns.open_netns(b.pid, b.cgroup, use_pidfd=True)
     assert nsfs_fds() == []
+
+
+def _counting_checks(monkeypatch):
+    """Count the reads of /proc/<pid>/cgroup (the check a kept pidfd spares)."""
+    calls = []
+    real = netns.pid_in_cgroup
+
+    def counted(pid, cgroup, proc_root="/proc"):
+        calls.append(pid)
+        return real(pid, cgroup, proc_root)
+    monkeypatch.setattr(netns, "pid_in_cgroup", counted)
+    return calls
+
+
+def kept_fds():
+    """Descriptors of this process that are pidfds (``anon_inode:[pidfd]``, or pidfs's ``pidfd:`` name)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink("/proc/self/fd/" + fd)
+        except OSError:
+            continue
+        if "pidfd" in target:
+            found.append(int(fd))
+    return found
+
+
+@pytest.mark.parametrize("ioctl", [True, False], ids=["pidfd-namespace", "proc-namespace"])
+def test_kept_pidfd_checks_the_cgroup_once_then_every_recheck_uses(lab, monkeypatch, ioctl):
+    b = lab.box("k1", veth=False)
+    if not ioctl:                   # a kernel before 6.11: the namespace from /proc, the pidfd for the check
+        monkeypatch.setattr(netns, "_ioctl_works", False)
+    elif not netns.pidfd_ioctl_supported():
+        pytest.skip("this kernel has no PIDFD_GET_NET_NAMESPACE (Linux 6.11+)")
+    calls = _counting_checks(monkeypatch)
+    budget = fs.DescriptorBudget(limit=10)
+    kept = netns.KeptPidfds(recheck=3, budget=budget)
+    want = ns_of("/proc/%d/ns/net" % b.pid)
+    before = set(kept_fds())
+    try:
+        for _ in range(7):
+            with kept.open_netns(b.pid, b.cgroup) as h:
+                assert h.ident == want
+        # Opened and checked once, then 3 uses, checked again (a new pidfd), 3 uses.
+        assert len(calls) == 2, calls
+        assert len(kept) == 1 and budget.used == 1
+        fd = kept.kept[b.pid][0]
+        assert fd >= fs.FD_FLOOR and set(kept_fds()) - before == {fd}
+        assert nsfs_fds() == []         # no namespace descriptor outlives its handle
+        # Another cgroup for the same PID: checked at once (and refused).
+        with pytest.raises(netns.PidMoved):
+            kept.open_netns(b.pid, b.cgroup + "/elsewhere")
+        assert len(kept) == 0 and budget.used == 0
+    finally:
+        kept.close()
+    assert set(kept_fds()) == before and budget.used == 0
+
+
+def test_kept_pidfd_holds_no_namespace_and_sees_the_exit(lab, monkeypatch):
+    """The property the design rests on: a container whose process exits loses its namespace (the host end
+    of its veth goes) while the plugin still holds that process's pidfd; the next open says it is gone."""
+    b = lab.box("k2")
+    keep = lab.box("k3", veth=False)
+    kept = netns.KeptPidfds(budget=fs.DescriptorBudget(limit=10))
+    try:
+        kept.open_netns(b.pid, b.cgroup).close()
+        kept.open_netns(keep.pid, keep.cgroup).close()
+        assert len(kept) == 2
+        assert b.host_if in lab.host_links()
+        b.stop()
+        wait_for(lambda: b.host_if not in lab.host_links(), 20, "the host end of the veth to go")
+        assert b.pid in kept.kept      # still held: the namespace went all the same
+        with pytest.raises(fs.Gone):
+            kept.open_netns(b.pid, b.cgroup)
+        assert b.pid not in kept.kept
+        # A pass that no longer sees a PID closes its pidfd.
+        kept.retain(set())
+        assert len(kept) == 0
+    finally:
+        kept.close()
+
+
+def test_kept_pidfd_of_a_process_moved_out_is_found_at_the_recheck(lab, monkeypatch):
+    """A process moved to another cgroup by hand keeps its kept pidfd for at most ``recheck`` uses."""
+    b = lab.box("k4", veth=False)
+    other = lab.box("k5", veth=False)
+    kept = netns.KeptPidfds(recheck=2, budget=fs.DescriptorBudget(limit=10))
+    try:
+        kept.open_netns(b.pid, b.cgroup).close()
+        lab.move(b.pid, other.dirs)
+        outcomes = []
+        for _ in range(3):
+            try:
+                kept.open_netns(b.pid, b.cgroup).close()
+                outcomes.append("read")
+            except netns.PidMoved:
+                outcomes.append("moved")
+        assert outcomes == ["read", "read", "moved"]
+    finally:
+        kept.close()
+
+
+def test_kept_pidfds_stop_at_the_budget(lab):
+    boxes = [lab.box("k%d" % n, veth=False) for n in (6, 7, 8)]
+    budget = fs.DescriptorBudget(limit=2)
+    kept = netns.KeptPidfds(budget=budget)
+    try:
+        for _ in range(2):
+            for b in boxes:
+                kept.open_netns(b.pid, b.cgroup).close()
+        assert len(kept) == 2 and budget.used == 2      # the third PID is opened afresh each time
+    finally:
+        kept.close()
+    assert budget.used == 0 and nsfs_fds() == []
 
 
 def test_pid_in_cgroup_accepts_sub_cgroups_only(lab):

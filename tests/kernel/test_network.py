@@ -28,8 +28,8 @@ import pytest
 from collectd_cgroups import containers, fs, netlink, netns, network
 from tests.support import CHECKOUT
 from tests.support.netnsutil import (
-    Logs, as_netdev, ctypes_setns, netlink_inodes, nsfs_fds, one_pass, proc_net_dev, run, socket_inodes,
-    wait_for)
+    Logs, as_netdev, ctypes_setns, netlink_inodes, nsfs_fds, one_pass, pidfd_count, proc_net_dev, run,
+    socket_inodes, wait_for)
 
 VALID_NAME = re.compile(r"\A[A-Za-z0-9_.:+@=,~-]{1,127}\Z")
 
@@ -529,6 +529,34 @@ def test_stopped_container_namespace_is_freed(lab):
     b.stop()
     assert lab.in_host(one_pass, reader, [b, c])["fc"].samples
     wait_for(lambda: b.host_if not in lab.host_links(), 20, "the host end of the veth to go")
+
+
+def test_passes_keep_one_pidfd_per_container_and_close_those_they_no_longer_see(lab):
+    boxes = [lab.box("p%d" % i) for i in range(3)]
+    reader = lab.in_host(network.NetworkReader)
+    if reader.pidfds is None:
+        pytest.skip("no pidfd_open in this Python or kernel (Linux 5.3+): namespaces opened afresh each pass")
+    for _ in range(2):
+        assert all(r.samples for r in lab.in_host(one_pass, reader, boxes).values())
+    assert sorted(reader.pidfds.kept) == sorted(b.pid for b in boxes)
+
+    def final_read():       # what CollectOnExit's reading does: a partial pass, from another thread
+        with reader.begin(partial=True) as p:
+            return p.read(boxes[0].key, boxes[0].pid, boxes[0].cgroup)
+    assert lab.in_host(final_read).samples
+    assert len(reader.pidfds) == 3 and reader.owners     # nothing the passes keep was dropped
+    assert lab.in_host(one_pass, reader, boxes[1:])["p1"].samples
+    assert sorted(reader.pidfds.kept) == sorted(b.pid for b in boxes[1:])
+    reader.close()
+    assert len(reader.pidfds) == 0 and nsfs_fds() == []
+
+    # KeepFilesOpen false: nothing kept, every pass opens the namespaces afresh.
+    before = pidfd_count()
+    fresh = lab.in_host(network.NetworkReader, keep_pidfds=False)
+    assert fresh.pidfds is None
+    for _ in range(2):
+        assert all(r.samples for r in lab.in_host(one_pass, fresh, boxes).values())
+    assert pidfd_count() == before and nsfs_fds() == []
 
 
 # -- under a real collectd ---------------------------------------------------------------------------------------

@@ -806,7 +806,8 @@ def main(argv=None):
                     labs[role].churn(now)
             time.sleep(min(0.05, max(0.0, next_sample - time.monotonic())))
 
-        # The end: every container stops; what they left must go within DRAIN_TIMEOUT.
+        # The end: every container stops; what they left must go within DRAIN_TIMEOUT (the pidfds the
+        # plugin keeps of their PIDs too: the first pass that no longer finds them closes them).
         for role in roles:
             labs[role].stop_all()
         drained = {}
@@ -815,7 +816,7 @@ def main(argv=None):
         while pending:
             for role in list(pending):
                 counts, _ = labs[role].leftovers(time.monotonic())
-                if not any(counts):
+                if not any(counts) and proc_sample(daemons[role].pid, labs[role].home_ino)[2] == 0:
                     drained[role] = time.monotonic() - (deadline - DRAIN_TIMEOUT)
                     pending.remove(role)
             if not pending or time.monotonic() > deadline:

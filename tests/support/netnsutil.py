@@ -95,6 +95,11 @@ def nsfs_fds(pid="self"):
             if re.match(r"^(net|mnt|uts|ipc|pid|user|cgroup|time):\[\d+\]$", target)]
 
 
+def pidfd_count(pid="self"):
+    """Descriptors of a process that are pidfds."""
+    return sum(1 for _, target in _fd_links(pid) if target == "anon_inode:[pidfd]")
+
+
 def socket_inodes(pid="self"):
     """Inodes of the sockets a process has descriptors on."""
     out = set()

@@ -146,6 +146,8 @@ def test_keep_files_open_values(env, value, expected):
     fake.run_init()
     (inst,) = instances(plugin)
     assert inst.collector.options.keep_files == expected
+    if expected is False:       # no pidfd kept either
+        assert inst.collector.network.pidfds is None
 
 
 @pytest.mark.parametrize("configured", [None, 2.5])
