@@ -445,14 +445,21 @@ def compile_patterns(patterns, option):
     return out
 
 
+DELETED = " (deleted)"
+
+
 def cgroups_of_pid(pid, root="/"):
-    """Cgroup paths of a process, from /proc/<pid>/cgroup."""
+    """Cgroup paths of a process, from /proc/<pid>/cgroup.  The kernel ends a cgroup2 path with
+    " (deleted)" once that cgroup is removed (an exiting process's): the path is given without it."""
     text = fs.read_text(HostRoot(root).proc(pid, "cgroup"))
     paths = []
     for line in text.splitlines():
         parts = line.split(":", 2)
-        if len(parts) == 3 and parts[2] not in paths:
-            paths.append(parts[2])
+        if len(parts) != 3:
+            continue
+        path = parts[2][:-len(DELETED)] if parts[2].endswith(DELETED) else parts[2]
+        if path not in paths:
+            paths.append(path)
     return paths
 
 

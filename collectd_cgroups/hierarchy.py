@@ -4,7 +4,8 @@ Handles v1 with one controller per mount, co-mounted controllers
 (``cpu,cpuacct``), named hierarchies (``name=systemd``), the legacy single
 mount with every controller in one tree, pure v2 and hybrid (v1 controllers
 plus a cgroup2 mount).  For each controller the plugin reads, ``Hierarchies``
-says which mount serves it and whether that mount speaks v1 or v2.
+says which mount serves it and whether that mount speaks v1 or v2; a hierarchy
+mounted more than once is served by one of its mounts (:func:`serving`).
 
 Every path is joined to a root prefix, so the same code reads the live
 system (root ``/``) or a captured tree (``--root DIR``).
@@ -82,7 +83,9 @@ def parse_mountinfo(text, prefix=""):
             continue
         if not root.startswith("/") or not mountpoint.startswith("/") or "\0" in root or "\0" in mountpoint:
             continue
-        path = prefix + mountpoint if prefix else mountpoint
+        # Below the prefix already: this process's own view of the system's tree (collectd in a container
+        # with the host's tree under HostRoot reads its own mount table there).
+        path = mountpoint if not prefix or mountpoint.startswith(prefix + "/") else prefix + mountpoint
         if fstype == "cgroup2":
             mounts.append(Mount(2, path, root, ()))
         elif fstype == "cgroup":
@@ -117,22 +120,36 @@ def parse_proc_cgroups(text):
     return known
 
 
+def serving(mounts):
+    """The one mount of a hierarchy that serves it, among ``mounts`` of that hierarchy (bind mounts of a
+    subtree, the same tree mounted twice, a container's own mount next to the host's): the one whose root
+    is ``/``, else the widest root; the first listed among equals.  None for no mount."""
+    best = None
+    for m in mounts:
+        if best is None or len(m.root.rstrip("/")) < len(best.root.rstrip("/")):
+            best = m
+    return best
+
+
+def unified_mount(mounts):
+    """The cgroup2 mount that serves the unified hierarchy (:func:`serving`), or None."""
+    return serving(m for m in mounts if m.version == 2)
+
+
 class Hierarchies(object):
-    """Which mount serves each controller, for one root prefix."""
+    """Which mount serves each controller, for one root prefix.  ``v2_controllers``: the
+    ``cgroup.controllers`` of :func:`unified_mount`'s top directory (one mount gives both the list
+    and every read)."""
 
     def __init__(self, mounts, known_controllers=None, v2_controllers=()):
         self.mounts = mounts
         self.known = known_controllers or {}
-        self.unified = None
+        self.unified = unified_mount(mounts)
         self.by_controller = {}
-        # A hierarchy can be mounted more than once (bind mounts); the first mount of
-        # the widest root wins.
-        for m in sorted(mounts, key=lambda m: len(m.root.rstrip("/"))):
-            if m.version == 1:
-                for c in m.controllers:
-                    self.by_controller.setdefault(c, m)
-            elif self.unified is None:
-                self.unified = m
+        for c in KNOWN_V1_CONTROLLERS:
+            m = serving(m for m in mounts if m.version == 1 and c in m.controllers)
+            if m is not None:
+                self.by_controller[c] = m
         self.v2_controllers = frozenset(v2_controllers)
         if self.unified is not None:
             for c in V1_CONTROLLERS:
@@ -198,11 +215,10 @@ def load(root="/"):
     except OSError:
         known = {}
     v2_controllers = ()
-    for m in mounts:
-        if m.version == 2:
-            try:
-                v2_controllers = fs.read_text(os.path.join(m.path, "cgroup.controllers")).split()
-            except OSError:
-                pass
-            break
+    unified = unified_mount(mounts)
+    if unified is not None:
+        try:
+            v2_controllers = fs.read_text(os.path.join(unified.path, "cgroup.controllers")).split()
+        except OSError:
+            pass
     return Hierarchies(mounts, known, v2_controllers)
