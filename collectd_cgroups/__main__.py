@@ -21,15 +21,10 @@ from .config import Options
 DEFAULTS = Options()     # the plugin's defaults, the CLI's too
 
 
-def _parse_args(argv):
-    p = argparse.ArgumentParser(
-        prog="collectd-cgroups",
-        description="One collection pass over every container cgroup; prints what the collectd plugin would dispatch.")
-    p.add_argument("--version", action="version", version="%(prog)s " + __version__)
-    p.add_argument("--json", action="store_true", help="print collectd's JSON format")
+def add_selection_arguments(p):
+    """The options that say which containers are read and how (the plugin's own options), shared by the
+    one-pass CLI and ``top``."""
     p.add_argument("--root", default="/", metavar="DIR", help="read DIR/proc and DIR/sys/fs/cgroup (default /)")
-    p.add_argument("--pid", type=int, help="only the container this process belongs to")
-    p.add_argument("--layout", action="store_true", help="print the cgroup layout found and exit")
     p.add_argument("--match", action="append", default=[], metavar="REGEX[@RUNTIME]",
                    help="also report cgroups whose path matches REGEX (named groups: name, id); "
                         "runtime label after the last '@' (default cgroup)")
@@ -43,7 +38,6 @@ def _parse_args(argv):
     p.add_argument("--ignore-value", action="append", default=[], metavar="PATTERN",
                    help="leave out values whose type-type_instance matches this shell pattern "
                         "(memory-active_*), as the IgnoreValue option")
-    p.add_argument("--host-veth", action="store_true", help="show the host end of each container veth")
     p.add_argument("--per-cpu", action="store_true", help="also per-CPU usage")
     p.add_argument("--instance-format", default=DEFAULTS.instance_format)
     p.add_argument("--docker-data-root", default=DEFAULTS.docker_root)
@@ -54,6 +48,35 @@ def _parse_args(argv):
     p.add_argument("--no-pods", action="store_true", help="do not report Kubernetes pods' own cgroups")
     p.add_argument("--meta-label", action="append", default=[], metavar="KEY",
                    help="add this container label to the --json meta data (as MetaLabel)")
+
+
+def options_from_args(args, keep_files=False):
+    """The collector's Options from the arguments of :func:`add_selection_arguments`.  ``keep_files``:
+    KeepFilesOpen (False for one pass: nothing to keep)."""
+    groups = args.metrics
+    if groups is None:
+        # A captured tree has no live processes whose namespaces could be entered.
+        groups = [g for g in GROUPS if g != "network" or args.root in ("", "/")]
+    return Options(root=args.root, groups=groups, per_cpu=args.per_cpu,
+                   interfaces=args.interface, ignore_selected=args.ignore_selected,
+                   ignore_values=args.ignore_value, keep_files=keep_files,
+                   instance_format=args.instance_format, match=[_match_option(m) for m in args.match],
+                   ignore=args.ignore, runtimes=args.runtimes, docker_root=args.docker_data_root.rstrip("/"),
+                   storage_root=args.containers_storage.rstrip("/"), run_root=args.containers_run_root.rstrip("/"),
+                   containerd_states=[d.rstrip("/") for d in args.containerd_state or DEFAULTS.containerd_states],
+                   pods=not args.no_pods, meta_labels=args.meta_label)
+
+
+def _parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="collectd-cgroups",
+        description="One collection pass over every container cgroup; prints what the collectd plugin would dispatch.")
+    p.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    p.add_argument("--json", action="store_true", help="print collectd's JSON format")
+    p.add_argument("--pid", type=int, help="only the container this process belongs to")
+    p.add_argument("--layout", action="store_true", help="print the cgroup layout found and exit")
+    add_selection_arguments(p)
+    p.add_argument("--host-veth", action="store_true", help="show the host end of each container veth")
     p.add_argument("--exited", nargs="?", const=sentinel.STATE_FILE, metavar="FILE",
                    help="show recently exited containers and their final figures (CollectOnExit; "
                         "default file %s)" % sentinel.STATE_FILE)
@@ -156,18 +179,7 @@ def main(argv=None):
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     if args.exited:
         return _exited(args)
-    groups = args.metrics
-    if groups is None:
-        # A captured tree has no live processes whose namespaces could be entered.
-        groups = [g for g in GROUPS if g != "network" or args.root in ("", "/")]
-    options = Options(root=args.root, groups=groups, per_cpu=args.per_cpu,
-                      interfaces=args.interface, ignore_selected=args.ignore_selected,
-                      ignore_values=args.ignore_value, keep_files=False,   # one pass: nothing to keep
-                      instance_format=args.instance_format, match=[_match_option(m) for m in args.match],
-                      ignore=args.ignore, runtimes=args.runtimes, docker_root=args.docker_data_root.rstrip("/"),
-                      storage_root=args.containers_storage.rstrip("/"), run_root=args.containers_run_root.rstrip("/"),
-                      containerd_states=[d.rstrip("/") for d in args.containerd_state or DEFAULTS.containerd_states],
-                      pods=not args.no_pods, meta_labels=args.meta_label)
+    options = options_from_args(args)
     warnings = []
     try:
         collector = Collector(options, warn=warnings.append)
