@@ -40,9 +40,12 @@ def add_selection_arguments(p):
                         "(memory-active_*), as the IgnoreValue option")
     p.add_argument("--per-cpu", action="store_true", help="also per-CPU usage")
     p.add_argument("--instance-format", default=DEFAULTS.instance_format)
-    p.add_argument("--docker-data-root", default=DEFAULTS.docker_root)
-    p.add_argument("--containers-storage", default=DEFAULTS.storage_root)
-    p.add_argument("--containers-run-root", default=DEFAULTS.run_root, help="CRI-O's and podman's run state")
+    p.add_argument("--docker-data-root", help="Docker's data root (default: data-root of "
+                   "<root>/etc/docker/daemon.json, else /var/lib/docker)")
+    p.add_argument("--containers-storage", help="podman's and CRI-O's storage (default: graphroot of "
+                   "<root>/etc/containers/storage.conf, else /var/lib/containers/storage)")
+    p.add_argument("--containers-run-root", help="CRI-O's and podman's run state (default: runroot of "
+                   "<root>/etc/containers/storage.conf, else /run/containers/storage)")
     p.add_argument("--containerd-state", action="append", default=None, metavar="DIR",
                    help="a containerd state directory (repeatable; default %s)" % " ".join(DEFAULTS.containerd_states))
     p.add_argument("--no-pods", action="store_true", help="do not report Kubernetes pods' own cgroups")
@@ -61,10 +64,14 @@ def options_from_args(args, keep_files=False):
                    interfaces=args.interface, ignore_selected=args.ignore_selected,
                    ignore_values=args.ignore_value, keep_files=keep_files,
                    instance_format=args.instance_format, match=[_match_option(m) for m in args.match],
-                   ignore=args.ignore, runtimes=args.runtimes, docker_root=args.docker_data_root.rstrip("/"),
-                   storage_root=args.containers_storage.rstrip("/"), run_root=args.containers_run_root.rstrip("/"),
+                   ignore=args.ignore, runtimes=args.runtimes, docker_root=_root_arg(args.docker_data_root),
+                   storage_root=_root_arg(args.containers_storage), run_root=_root_arg(args.containers_run_root),
                    containerd_states=[d.rstrip("/") for d in args.containerd_state or DEFAULTS.containerd_states],
                    pods=not args.no_pods, meta_labels=args.meta_label)
+
+
+def _root_arg(path):
+    return path.rstrip("/") or "/" if path is not None else None
 
 
 def _parse_args(argv):

@@ -20,7 +20,7 @@ from . import containers as containers_mod
 from . import config, devices, fs, hierarchy, identifiers, network, plan, readers
 from .config import Options  # noqa: F401 (the pass's options, declared in config)
 from .root import HostRoot
-from .runtimes import resolver
+from .runtimes import daemon_config, known_ids, resolver
 
 HIERARCHY_REFRESH = 60.0   # seconds between re-reads of mountinfo
 
@@ -169,14 +169,22 @@ class Collector(object):
         self.warn_once = LogOnce(warn)
         self.info_once = LogOnce(info)
         self.clock = clock
+        # The runtimes' state: the options, else the daemons' own configuration, else the defaults.
+        self.state_roots = daemon_config.find(self.root, options.docker_root, options.storage_root, options.run_root)
+        for problem in self.state_roots.problems:
+            self.warn_once(("state roots", problem), "%s; the default is used" % problem)
+        self.info_once("state roots", daemon_config.describe(self.state_roots))
+        # A bare 64-hex cgroup under a parent of no known layout (--cgroup-parent): the runtime whose state has it.
+        known = known_ids.KnownIds(self.root, self.state_roots.docker_root, options.containerd_states) \
+            if {"docker", "containerd"} & set(options.runtimes) else None
         matcher = containers_mod.Matcher(
             match=[(r, label) for r, (_, label) in zip(
                 containers_mod.compile_patterns([p for p, _ in options.match], "Match"), options.match)],
             ignore=containers_mod.compile_patterns(options.ignore, "Ignore"),
-            runtimes=options.runtimes)
+            runtimes=options.runtimes, known=known)
         self.discovery = containers_mod.Discovery(matcher, resolver.MetadataResolver(
-            self.root, options.docker_root, options.storage_root, options.run_root, options.containerd_states,
-            clock=clock, warn_once=self.warn_once), pods=options.pods)
+            self.root, self.state_roots.docker_root, self.state_roots.storage_root, self.state_roots.run_root,
+            options.containerd_states, clock=clock, warn_once=self.warn_once), pods=options.pods)
         self.device_names = devices.DeviceNames(self.root, clock=clock)
         self.readers = readers.build(options.groups, per_cpu=options.per_cpu, device_names=self.device_names,
                                      max_devices=options.max_devices)

@@ -48,9 +48,10 @@ class Options(object):
     match: list = dataclasses.field(default_factory=list)        # Match: [(regex string, runtime label)]
     ignore: list = dataclasses.field(default_factory=list)       # Ignore: [regex string]
     runtimes: tuple = containers.RUNTIMES               # Runtimes
-    docker_root: str = containers.DOCKER_ROOT           # DockerDataRoot
-    storage_root: str = containers.STORAGE_ROOT         # ContainersStorage
-    run_root: str = oci.RUN_ROOT                        # ContainersRunRoot (CRI-O's, podman's run state)
+    # None: from the daemons' own configuration under HostRoot, else the runtimes' defaults (daemon_config)
+    docker_root: str = None                             # DockerDataRoot
+    storage_root: str = None                            # ContainersStorage
+    run_root: str = None                                # ContainersRunRoot (CRI-O's, podman's run state)
     containerd_states: tuple = oci.CONTAINERD_STATES    # ContainerdState (repeatable)
     pods: bool = True                                   # Pods: report each Kubernetes pod's own cgroup
     meta_labels: tuple = ()                             # MetaLabel (repeatable): labels sent as meta data
@@ -115,7 +116,7 @@ class Options(object):
         for option, path in (("HostRoot", self.root), ("DockerDataRoot", self.docker_root),
                              ("ContainersStorage", self.storage_root), ("ContainersRunRoot", self.run_root)) \
                 + tuple(("ContainerdState", p) for p in self.containerd_states):
-            if not path.startswith("/"):
+            if path is not None and not path.startswith("/"):
                 raise ValueError("%s: expects an absolute path, got %r" % (option, path))
         if not os.path.isdir(self.root):
             raise ValueError("HostRoot: %r is not a directory" % self.root)

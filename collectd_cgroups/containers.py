@@ -35,6 +35,7 @@ _BASENAME = re.compile(
     r"|kubepods-(?:burstable-|besteffort-)?pod(?P<kubeslice>[0-9a-f][0-9a-f_]{7,63})\.slice)$")
 
 _HEX_ID = re.compile(r"^[0-9a-f]{12,}$")
+_BARE_ID = re.compile(r"^[0-9a-f]{64}$")
 _KUBE_POD = re.compile(r"^pod[0-9a-f_-]+$|^kubepods-.*pod[0-9a-f_]+\.slice$")
 _SYSTEMD_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 
@@ -125,10 +126,12 @@ def systemd_unescape(name):
     return _SYSTEMD_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), name)
 
 
-def builtin_decision(parent, basename, enabled):
+def builtin_decision(parent, basename, enabled, known=None):
     """(runtime, id, name or None) when ``parent/basename`` is a container
     cgroup in a layout we know, else None.  A Kubernetes pod's own cgroup is (POD, uid, None) when
-    "k8s" is enabled; its containers are runtime "k8s" whatever runtime and cgroup driver made them."""
+    "k8s" is enabled; its containers are runtime "k8s" whatever runtime and cgroup driver made them.
+    ``known``: id -> the runtime whose state has it, or None (runtimes.known_ids), for a bare 64-hex id
+    under a parent of no known layout."""
     m = _BASENAME.match(basename)
     if m is None:
         if parent.endswith("/lxc") and parent.count("/") == 1 and "lxc" in enabled \
@@ -148,7 +151,11 @@ def builtin_decision(parent, basename, enabled):
         if in_pod:
             runtime = "k8s"                        # kubelet cgroupfs driver: runtime not in the path
         elif parent_base == "docker":
-            runtime = "docker"                     # cgroupfs driver, also under --cgroup-parent
+            runtime = "docker"                     # cgroupfs driver, also under --cgroup-parent .../docker
+        elif known is not None:
+            runtime = known(value)                 # under any other parent: the runtime whose state has it
+            if runtime is None:
+                return None
         else:
             return None
         return (runtime, value, None) if runtime in enabled else None
@@ -169,10 +176,16 @@ def builtin_decision(parent, basename, enabled):
 class Matcher(object):
     """Decides which cgroup paths are containers."""
 
-    def __init__(self, match=(), ignore=(), runtimes=RUNTIMES):
+    def __init__(self, match=(), ignore=(), runtimes=RUNTIMES, known=None):
         self.match = list(match)      # [(compiled regex, runtime label)]
         self.ignore = list(ignore)    # [compiled regex]
         self.runtimes = frozenset(runtimes)
+        self.known = known            # runtimes.known_ids.KnownIds, or None
+        self._known_of = known.runtime_of if known is not None else None
+
+    def begin_pass(self):
+        if self.known is not None:
+            self.known.begin_pass()
 
     def decide(self, path, parent, basename):
         decision = None
@@ -184,7 +197,7 @@ class Matcher(object):
                 decision = (runtime, cid, groups.get("name") or path.lstrip("/"))
                 break
         if decision is None:
-            decision = builtin_decision(parent, basename, self.runtimes)
+            decision = builtin_decision(parent, basename, self.runtimes, self._known_of)
         if decision is not None and any(r.search(path) for r in self.ignore):
             return IGNORED
         return decision
@@ -245,6 +258,7 @@ class Discovery(object):
 
     def discover(self, hierarchies):
         w = _Walk()
+        self.matcher.begin_pass()
         for mount in hierarchies.walk_mounts():
             self._walk(w, mount, mount.path, mount.root.rstrip("/"), 0, None)
         self._decisions = w.decisions       # the paths not seen in this pass are forgotten
@@ -287,7 +301,10 @@ class Discovery(object):
                 decision = cached.get(path, _UNSET)
                 if decision is _UNSET:
                     decision = self.matcher.decide(path, parent, base)
-                decisions[path] = decision
+                # A bare id that no runtime's state has may get one later (its state written after its
+                # cgroup): decided again each pass, never remembered.
+                if decision is not None or len(base) != 64 or _BARE_ID.match(base) is None:
+                    decisions[path] = decision
             if decision is None:
                 # A plain directory: list it only when it may have subdirectories (most have none).
                 if leaves:

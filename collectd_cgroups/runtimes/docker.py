@@ -12,9 +12,14 @@ from . import Metadata, StateError, kubernetes, read_json, string_map, text
 DOCKER_ROOT = "/var/lib/docker"
 
 
+def state_file(root, cid, docker_root=DOCKER_ROOT):
+    """config.v2.json of container ``cid`` (dockerd writes it anew at create, rename, start, stop)."""
+    return root.join("%s/containers/%s/config.v2.json" % (docker_root, cid))
+
+
 def read(root, cid, docker_root=DOCKER_ROOT):
     """Metadata of Docker container ``cid`` (None: no config.v2.json)."""
-    path = root.join("%s/containers/%s/config.v2.json" % (docker_root, cid))
+    path = state_file(root, cid, docker_root)
     doc = read_json(path)
     if doc is None:
         return None

@@ -66,6 +66,12 @@ def read(root, cid, storage_root=STORAGE_ROOT, run_root=RUN_ROOT, entries=None):
     return meta
 
 
+def state_file(root, cid, storage_root=STORAGE_ROOT):
+    """The containers.json that names podman container ``cid`` (``podman rename`` rewrites it), or None."""
+    store = _store_of(root.join(storage_root), cid) if _ID.match(cid) else None
+    return store + "/containers.json" if store is not None else None
+
+
 def _store_of(base, cid):
     """``<storage>/<driver>-containers`` holding the container's directory, else None."""
     try:

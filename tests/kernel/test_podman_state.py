@@ -22,7 +22,8 @@ import pytest
 
 from ccg_lab.synthetic import CgroupTree, read_hierarchies
 from collectd_cgroups.root import HostRoot
-from collectd_cgroups.runtimes import podman
+from collectd_cgroups.runtimes import podman, resolver
+from tests.support import collectd_harness as harness
 from tests.support.kernelutil import umount_under
 
 PODMAN = shutil.which("podman") or "/usr/bin/podman"
@@ -213,3 +214,47 @@ def test_pod_name_is_the_pods_hostname(world):
     infra = read(world, pod["InfraContainerID"])
     assert infra.sandbox is True and infra.pod_uid == pod["Id"] and infra.name == infra_want["Name"]
     assert infra.pod == pod["Hostname"] == "elsewhere-" + world["prefix"][-8:] != pod["Name"]
+
+
+def test_podman_rename_is_seen_after_the_recheck(world):
+    """``podman rename`` rewrites containers.json: the resolver, which looks at that file every other
+    pass, names the container anew; podman's own inspect agrees."""
+    r = resolver.MetadataResolver(HostRoot("/"), storage_root=world["pm"].root, run_root=world["pm"].run,
+                                  recheck=2)
+    old = world["solo_inspect"]["Name"]
+    new = old + "-renamed"
+    assert r.lookup("podman", world["solo"]).name == old
+    world["pm"].ok("rename", world["solo"], new)
+    try:
+        assert r.lookup("podman", world["solo"]).name == old        # not looked at in this pass
+        assert r.lookup("podman", world["solo"]).name == new == world["pm"].inspect(
+            "container", "inspect", world["solo"])["Name"]
+    finally:
+        world["pm"].ok("rename", world["solo"], old)
+
+
+def test_podman_rename_under_a_real_collectd(world, tmp_path):
+    """The container under ``--cgroup-parent /<prefix>`` reported under its name by a real collectd (1 s
+    passes), and under the new one within two passes of ``podman rename``."""
+    from tests.e2e.test_docker_names_e2e import _passes_under, _values
+    from tests.e2e.test_exit_e2e import start_collectd
+    pm, old = world["pm"], world["solo_inspect"]["Name"]
+    new = old + "-r"
+    cd, out = start_collectd(tmp_path / "cd", "^/%s/nomatch$" % world["prefix"],
+                             ['ContainersStorage "%s"' % pm.root, 'ContainersRunRoot "%s"' % pm.run,
+                              'Runtimes "podman"'], base=("Interval 1", 'Metrics "cpu" "pids"'))
+    with cd:
+        harness.wait_until(lambda: _passes_under(_values(out), "podman-" + old) >= 2, 30, what="values of " + old)
+        done = len(_values(out))
+        pm.ok("rename", world["solo"], new)
+        try:
+            harness.wait_until(lambda: _passes_under(_values(out)[done:], "podman-" + new) >= 2, 30,
+                               what="values under the new name")
+        finally:
+            pm.ok("rename", world["solo"], old)
+        since = _values(out)[done:]
+        first_new = since.index(("podman-" + new, "cpu", "total"))
+        old_passes = _passes_under(since[:first_new], "podman-" + old)
+        assert cd.read_failures() == []
+    print("podman rename: %d pass(es) of 1 s still under the old name" % old_passes)
+    assert old_passes <= 2, old_passes

@@ -202,3 +202,21 @@ def test_state_files_that_are_not_regular_files(tree):
     os.symlink("/etc/passwd", config_path(tree, LAB1))
     with pytest.raises(StateError):
         podman.read(HostRoot(tree), LAB1)
+
+
+def test_podman_rename_is_seen_when_containers_json_changes(tree):
+    # podman rename rewrites the store's containers.json (names[0]); the resolver looks at it every
+    # other pass and reads the container again when it changed.
+    from collectd_cgroups.runtimes.resolver import MetadataResolver
+    r = MetadataResolver(HostRoot(tree), recheck=2)
+    assert r.lookup("podman", LAB1).name == "lab1"
+    path = tree + STORE + "/containers.json"
+    with open(path) as f:
+        doc = json.load(f)
+    (entry,) = [e for e in doc if e["id"] == LAB1]
+    entry["names"] = ["lab1-renamed"]
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    assert r.lookup("podman", LAB1).name == "lab1"             # not looked at in this pass
+    assert r.lookup("podman", LAB1).name == "lab1-renamed"
+    assert r.lookup("podman", PODC).pod == "ccgpod"     # the others read again alike

@@ -56,6 +56,32 @@ def test_docker_name_missing_then_retried_after_the_delay(tmp_path):
     assert r.lookup("docker", H).name == "late"
 
 
+def test_docker_rename_is_seen_when_config_v2_changes(tmp_path):
+    path = str(tmp_path) + "/var/lib/docker/containers/%s/config.v2.json" % H
+    write(path, json.dumps({"Name": "/before"}))
+    r = resolver(tmp_path, recheck=2)
+    assert r.lookup("docker", H).name == "before"
+    write(path, json.dumps({"Name": "/after-the-rename"}))     # another size: a stamp of its own
+    assert r.lookup("docker", H).name == "before"       # not looked at in this pass
+    assert r.lookup("docker", H).name == "after-the-rename"
+    # Rewritten into something unusable, then removed with its container: the last good name stays.
+    write(path, "{not json")
+    assert [r.lookup("docker", H).name for _ in range(2)] == ["after-the-rename"] * 2
+    os.unlink(path)
+    assert [r.lookup("docker", H).name for _ in range(2)] == ["after-the-rename"] * 2
+
+
+def test_docker_state_looked_at_every_other_pass(tmp_path, monkeypatch):
+    write(str(tmp_path) + "/var/lib/docker/containers/%s/config.v2.json" % H, json.dumps({"Name": "/web"}))
+    r = resolver(tmp_path, recheck=2)
+    r.lookup("docker", H)
+    stats = []
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **kw: stats.append(p) or real_stat(p, *a, **kw))
+    assert [r.lookup("docker", H).name for _ in range(10)] == ["web"] * 10     # ten passes
+    assert len(stats) == 5, stats
+
+
 @pytest.mark.parametrize("content", ["{not json", json.dumps({"Name": "/"}), json.dumps({"Name": 5}),
                                      json.dumps(["Name"]), json.dumps({}), "\xff\xfe",
                                      json.dumps({"Name": "/x", "Config": "not an object"})])
