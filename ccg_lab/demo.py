@@ -8,9 +8,14 @@ under ``/<prefix>/`` in every cgroup hierarchy, while collectd runs the plugin i
 - ``batch``: a short job (2 s of CPU, 32 MiB) in a new cgroup every 15 s: the cgroup appears, the job
   runs and exits, the cgroup is removed 10 s after it appeared, and a new one comes 5 s later
 
+Each container has a network namespace of its own with an ``eth0`` (a veth whose other end is in the
+demo's "host" namespace, never the root one) and a little traffic on it: web about 8 KiB/s each way,
+db 2 KiB/s, batch 4 KiB/s while it exists (see :mod:`ccg_lab.netlab`).
+
 With the demo configuration (``^/collectd-cgroups-demo/(?P<name>[^/]+)$``) they show up as
 ``cgroup-web``, ``cgroup-db`` and ``cgroup-batch``.  Runs for ``--seconds`` (default 300) or until Ctrl-C or
-SIGTERM, and always kills its processes and removes its cgroups on the way out.  Needs root.
+SIGTERM, and always kills its processes and removes its cgroups and namespaces on the way out; what a demo
+killed with SIGKILL left, the next one removes when it starts.  Needs root.
 """
 
 import argparse
@@ -18,6 +23,8 @@ import os
 import signal
 import sys
 import time
+
+from ccg_lab.procs import read_text, start_time
 
 DEFAULT_PREFIX = "collectd-cgroups-demo"
 BATCH_EVERY = 15.0          # a new batch cgroup every this many seconds
@@ -27,7 +34,10 @@ STEADY = (
     ("web", dict(duty=0.20, memory_mib=64, children=3)),
     ("db", dict(duty=0.05, memory_mib=200, children=1)),
 )
+#: bytes per second each way on each container's eth0
+TRAFFIC = {"web": 8192, "db": 2048, "batch": 4096}
 TICK = 0.2
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class _Stop(Exception):
@@ -50,8 +60,9 @@ def _parse(argv):
 
 
 class Demo:
-    def __init__(self, tree, seconds, out=sys.stdout):
+    def __init__(self, tree, net, seconds, out=sys.stdout):
         self.tree = tree
+        self.net = net
         self.seconds = seconds
         self.out = out
         self.t0 = time.monotonic()
@@ -94,16 +105,24 @@ class Demo:
 
     def start_steady(self):
         for name, spec in STEADY:
+            link = self.net.add(name, TRAFFIC[name])
             c = self.tree.container(name)
-            p = c.spawn(**spec)
+            p = c.spawn(netns=link["path"], **spec)
             self.steady[name] = (c, p)
         for name, (c, p) in self.steady.items():
             self.wait_ready(p)
             spec = dict(STEADY)[name]
             self.event("created %-5s %s: pid %d + children %s, ~%d%% of a core, %d MiB"
                        % (name, c.path, p.pid, p.child_pids, round(spec["duty"] * 100), spec["memory_mib"]))
+            self.event("        %-5s %s" % (name, self.describe_link(name)))
         first = self.steady[STEADY[0][0]][0]
         self.event("cgroup directories of %s: %s" % (first.name, ", ".join(sorted(set(first.dirs.values())))))
+
+    def describe_link(self, name):
+        link = self.net.links[name]
+        return ("network namespace %s: eth0 %s/30, its peer %s %s in %s, %.0f KiB/s each way"
+                % (link["netns"], link["addr"], link["host_if"], link["host_addr"], self.net.host,
+                   link["rate"] / 1024.0))
 
     def batch_tick(self, now):
         from ccg_lab.synthetic import WorkloadError
@@ -125,16 +144,19 @@ class Demo:
                            % (p.pid, p.returncode, BATCH_KEEP))
             if now - b["created"] >= BATCH_KEEP:
                 c.remove()
+                self.net.remove("batch")
                 self.batch = None
-                self.event("removed batch %s" % c.path)
+                self.event("removed batch %s and its network namespace" % c.path)
         if self.batch is None and now >= self.next_batch:
             self.batch_runs += 1
+            link = self.net.add("batch", TRAFFIC["batch"])
             c = self.tree.container("batch")
-            p = c.spawn(**BATCH_JOB)
+            p = c.spawn(netns=link["path"], **BATCH_JOB)
             self.batch = {"container": c, "process": p, "created": now, "state": "running"}
             self.next_batch = now + BATCH_EVERY
-            self.event("created batch %s (run %d): pid %d, a job of %.0f s CPU and %d MiB"
-                       % (c.path, self.batch_runs, p.pid, BATCH_JOB["cpu_seconds"], BATCH_JOB["memory_mib"]))
+            self.event("created batch %s (run %d): pid %d, a job of %.0f s CPU and %d MiB; %s"
+                       % (c.path, self.batch_runs, p.pid, BATCH_JOB["cpu_seconds"], BATCH_JOB["memory_mib"],
+                          self.describe_link("batch")))
 
     def check_steady(self):
         for name, (c, p) in list(self.steady.items()):
@@ -142,7 +164,32 @@ class Demo:
                 self.event("%s workload pid %d died unexpectedly (status %s)" % (name, p.pid, p.returncode))
                 del self.steady[name]
 
+    def remove_leftovers(self):
+        """What a demo of the same prefix killed with SIGKILL left: its namespaces (the veths go with the
+        host one), then its cgroups once its workloads are gone (they exit by themselves within
+        ORPHAN_CHECK_INTERVAL of losing their parent: nothing here signals a process it did not start)."""
+        from ccg_lab.synthetic import ORPHAN_CHECK_INTERVAL
+
+        netns, dirs = self.net.leftovers(), self.tree.existing_dirs()
+        if not netns and not dirs:
+            return
+        self.event("an earlier demo was killed without cleaning up (SIGKILL?): removing what it left: %s"
+                   % ", ".join(["network namespace " + n for n in netns] + dirs))
+        self.net.close()
+        end = time.monotonic() + ORPHAN_CHECK_INTERVAL + 10
+        while _processes_below(dirs):
+            self.check_stop()
+            if time.monotonic() > end:
+                raise RuntimeError("processes of the earlier demo are still in %s" % ", ".join(dirs))
+            time.sleep(TICK)
+        left = self.tree.cleanup() + self.net.leftovers()
+        if left:
+            raise RuntimeError("cannot remove what the earlier demo left: %s" % ", ".join(left))
+        self.event("removed what the earlier demo left")
+
     def run(self):
+        self.remove_leftovers()
+        self.net.start()
         self.start_steady()
         end = self.t0 + self.seconds
         self.event("running until %s; Ctrl-C or SIGTERM stops earlier and cleans up"
@@ -158,6 +205,33 @@ class Demo:
             time.sleep(min(TICK, max(0.0, end - time.monotonic())))
 
 
+def _processes_below(dirs):
+    """PIDs in the cgroups at or below ``dirs``."""
+    pids = []
+    for top in dirs:
+        for d, _subdirs, _files in os.walk(top):
+            pids += read_text(d + "/cgroup.procs").split()
+    return pids
+
+
+def _claim(base):
+    """Note this demo as the owner of ``base``; the PID of a live demo that owns it already, else None."""
+    path = "/run/%s.demo-pid" % base
+    words = read_text(path).split()
+    if len(words) == 2 and words[0].isdigit() and int(words[0]) != os.getpid() \
+            and start_time(int(words[0])) == words[1]:
+        return int(words[0])
+    with open(path, "w") as f:
+        f.write("%d %s\n" % (os.getpid(), start_time(os.getpid())))
+    return None
+
+
+def _release(base):
+    path = "/run/%s.demo-pid" % base
+    if read_text(path).split()[:1] == [str(os.getpid())]:
+        os.unlink(path)
+
+
 def main(argv=None):
     args = _parse(argv)
     if os.geteuid() != 0:
@@ -165,6 +239,7 @@ def main(argv=None):
                          "and moves processes into them.\nRun it as root, e.g.: sudo make demo\n")
         return 2
 
+    from ccg_lab.netlab import DemoNetwork
     from ccg_lab.synthetic import CgroupTree, CgroupError
 
     try:
@@ -176,7 +251,13 @@ def main(argv=None):
         sys.stderr.write("collectd-cgroups demo: no cgroup hierarchy is mounted (see /proc/self/mountinfo)\n")
         return 2
 
-    demo = Demo(tree, args.seconds)
+    net = DemoNetwork(tree.prefix, [name for name, _ in STEADY] + ["batch"])
+    owner = _claim(net.base)
+    if owner is not None:
+        sys.stderr.write("collectd-cgroups demo: another demo (pid %d) runs with the prefix %s\n"
+                         % (owner, tree.path))
+        return 2
+    demo = Demo(tree, net, args.seconds)
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {s: signal.signal(s, demo.request_stop) for s in handled}
     status = 0
@@ -185,6 +266,11 @@ def main(argv=None):
     if tree.prefix != DEFAULT_PREFIX:
         demo.event("note: the demo collectd configuration matches only /%s/<name>; adapt its regex to "
                    "^%s/(?P<name>[^/]+)$" % (DEFAULT_PREFIX, tree.path))
+    # The command line (console script of the checkout's .venv, made by `make venv`) over make run's config.
+    cli = os.path.join(CHECKOUT, ".venv", "bin", "collectd-cgroups")
+    config = os.path.join(CHECKOUT, "build", "collectd.conf")
+    demo.event("see them with: %s --config %s" % (cli, config))
+    demo.event("           or: %s top --config %s" % (cli, config))
     try:
         demo.run()
     except _Stop as e:
@@ -196,11 +282,14 @@ def main(argv=None):
         for s in handled:            # a second Ctrl-C must not interrupt the cleanup
             signal.signal(s, signal.SIG_IGN)
         left = tree.cleanup()
+        left += net.close()
+        _release(net.base)
         if left:
             demo.event("cleanup could not remove: %s" % ", ".join(left))
             status = 1
         else:
-            demo.event("cleaned up: processes killed, cgroups under %s removed" % tree.path)
+            demo.event("cleaned up: processes killed, cgroups under %s and network namespaces %s-* removed"
+                       % (tree.path, net.base))
         for s, h in previous.items():
             signal.signal(s, h)
     return status

@@ -1,5 +1,6 @@
-"""Processes of a test or the lab: stopped by their own PID, waited for by polling.  Shared by
-ccg_lab/graphite.py and tests/support/collectd_harness.py."""
+"""Processes of a test or the lab: stopped by their own PID, waited for by polling, told apart from a
+later process with the same PID (``start_time``).  Shared by ccg_lab/graphite.py, ccg_lab/demo.py,
+tests/support/collectd_harness.py and tests/bench/lab.py."""
 
 import os
 import signal
@@ -51,3 +52,13 @@ def wait_until(predicate, timeout=20.0, pause=0.2, what="condition", error=Asser
             raise error("timed out after %ss waiting for %s%s"
                         % (timeout, what, "; last error: %r" % (last_error,) if last_error else ""))
         time.sleep(pause)
+
+
+def start_time(pid):
+    """When ``pid`` started (field 22 of /proc/<pid>/stat, as text), None if there is no such process: with
+    the PID, it names a process that cannot be confused with a later one of the same PID."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None

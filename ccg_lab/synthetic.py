@@ -564,14 +564,15 @@ class SyntheticContainer:
         except FileNotFoundError:
             return []
 
-    def spawn(self, cpu_seconds=0.0, memory_mib=0, children=0, duty=0.0, exit_after=None):
+    def spawn(self, cpu_seconds=0.0, memory_mib=0, children=0, duty=0.0, exit_after=None, netns=None):
         """Start a workload process in the container and return its :class:`SyntheticProcess`.
 
         The process waits until it is in every cgroup of the container, then forks ``children`` sleeping
         processes, burns ``cpu_seconds`` of CPU (its own process time), touches ``memory_mib`` MiB, reports
         readiness (see :meth:`SyntheticProcess.wait_ready`), then keeps burning CPU at duty cycle ``duty``
         (0..1, in 100 ms periods) or sleeps, until killed or until ``exit_after`` seconds after readiness.
-        Returns at once, without waiting for readiness.
+        ``netns``: the path of a network namespace (``/run/netns/NAME``) it enters before it starts
+        (nsenter execs it: the same PID).  Returns at once, without waiting for readiness.
         """
         if self.removed:
             raise CgroupError("container %s was removed" % self.path)
@@ -591,6 +592,8 @@ class SyntheticContainer:
                 repr(cpu_seconds), str(memory_mib), str(children), repr(duty),
                 repr(-1.0 if exit_after is None else float(exit_after)),
                 str(os.getpid()), repr(float(ORPHAN_CHECK_INTERVAL))]
+        if netns is not None:
+            argv = ["nsenter", "--net=" + check_path(netns), "--"] + argv
         popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE, close_fds=True, start_new_session=True,
                                  cwd="/", bufsize=0, env=self.tree._env)

@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import time
 
+from ccg_lab.procs import start_time as _start_time
 from ccg_lab.synthetic import UNIFIED, CgroupTree, activate_blk_throttle
 
 
@@ -34,14 +35,6 @@ def run(*argv, **kw):
         raise RuntimeError("%s failed (%s): %s" % (" ".join(argv), res.returncode,
                                                    res.stderr.decode(errors="replace").strip()))
     return res
-
-
-def _start_time(pid):
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return None
 
 
 def cleanup_stale(log=print, lab_class=None):

@@ -16,7 +16,6 @@ fixture, a NetLab per test, is in tests/conftest.py).
 """
 
 import concurrent.futures
-import ctypes
 import json
 import os
 import re
@@ -25,24 +24,11 @@ import subprocess
 import time
 
 from collectd_cgroups import containers
+from ccg_lab.netlab import ctypes_setns     # ctypes: independent of the cffi shim under test
 from ccg_lab.synthetic import UNIFIED, CgroupTree
-
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 # -- independent helpers ----------------------------------------------------------------------------------------
-
-def ctypes_setns(path):
-    """Move the calling thread into the namespace at ``path`` with ctypes (independent of the cffi shim)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, os.strerror(e), path)
-    finally:
-        os.close(fd)
-
 
 def ns_of(path):
     st = os.stat(path)
