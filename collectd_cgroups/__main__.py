@@ -39,11 +39,14 @@ def default_config_files():
 def add_selection_arguments(p):
     """The options that say which containers are read and how (the plugin's own options), shared by the
     one-pass CLI and ``top``.  Single-valued ones default to None: given, they replace the --config file's."""
-    p.add_argument("--config", metavar="FILE",
-                   help="apply the <Module \"collectd_cgroups\"> block of this collectd configuration (Include "
-                        "followed); the options below add to its lists and replace its other values "
-                        "(default: the first of %s found; none with --root)" % ", ".join(default_config_files()))
-    p.add_argument("--no-config", action="store_true", help="read no collectd configuration: only the options given")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--config", metavar="FILE",
+                        help="apply the <Module \"collectd_cgroups\"> block of this collectd configuration "
+                             "(Include followed); the options below add to its lists and replace its other "
+                             "values (default: the first of %s found; none with --root)"
+                             % ", ".join(default_config_files()))
+    source.add_argument("--no-config", action="store_true",
+                        help="read no collectd configuration: only the options given")
     p.add_argument("--root", metavar="DIR", help="read DIR/proc and DIR/sys/fs/cgroup (default HostRoot, or /)")
     p.add_argument("--match", action="append", default=[], metavar="REGEX[@RUNTIME]",
                    help="also report cgroups whose path matches REGEX (named groups: name, id); "

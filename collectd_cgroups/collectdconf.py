@@ -65,7 +65,7 @@ _IPV6_BASES = [p.replace("H", _H).replace("P", _V6_PART) for p in (
     r"(?:H:){6}P", r"::(?:H:){5}P", r"(?:H)?::(?:H:){4}P", r"(?:(?:H:){0,1}H)?::(?:H:){3}P",
     r"(?:(?:H:){0,2}H)?::(?:H:){2}P", r"(?:(?:H:){0,3}H)?::H:P", r"(?:(?:H:){0,4}H)?::P",
     r"(?:(?:H:){0,5}H)?::H", r"(?:(?:H:){0,6}H)?::")]
-_IPV6 = [b for b in _IPV6_BASES] + [r"\[%s\](?::%s)?" % (b, _PORT) for b in _IPV6_BASES]
+_IPV6 = list(_IPV6_BASES) + [r"\[%s\](?::%s)?" % (b, _PORT) for b in _IPV6_BASES]
 
 _RULES = [(kind, re.compile(pattern)) for kind, pattern in
           [("skip", _WS), ("skip", r"#.*"), ("skip", r"\\" + _EOL), ("eol", _EOL),

@@ -152,7 +152,7 @@ def test_syntax_errors_name_file_and_line(text, line, words):
 
 
 def test_a_block_with_neither_values_nor_children_is_dropped_as_collectd_does():
-    assert parse("<Empty>\n</Empty>\nK 1\n") and [n.key for n in parse("<Empty>\n</Empty>\nK 1\n")] == ["K"]
+    assert [n.key for n in parse("<Empty>\n</Empty>\nK 1\n")] == ["K"]
 
 
 # -- Include -----------------------------------------------------------------------------------------------
@@ -279,14 +279,6 @@ def args_of(*argv):
     return cli._parse_args(list(argv))
 
 
-def cli_run(argv):
-    """(exit status, stdout, stderr) of the CLI; exit 2 of a bad configuration is a SystemExit (argparse's)."""
-    try:
-        return fu.run_cli(argv)
-    except SystemExit as e:
-        return e.code, "", ""
-
-
 def test_the_shipped_drop_in_gives_the_defaults(capsys):
     path = os.path.join(CHECKOUT, "conf", "collectd-cgroups.conf")
     (b,) = collectdconf.module_blocks(collectdconf.read_config(path))
@@ -333,6 +325,7 @@ def test_the_demo_configuration_finds_the_demo_cgroups(tmp_path):
     root = demo_tree(tmp_path)
     without, _ = fu.cli_json(root)
     with_config, err = fu.cli_json(root, "--config", conf)
+    assert err == ""
     assert instances(without) == V2_NAMES           # what `collectd-cgroups` said before --config
     assert instances(with_config) == V2_NAMES | {"cgroup-web", "cgroup-db"}
 
@@ -490,3 +483,9 @@ def test_default_files_begin_with_the_checkouts_build_config():
     # The tests run from a checkout (conf/collectd.conf.in beside the package): `make run`'s file first.
     assert cli.default_config_files() == (os.path.join(CHECKOUT, "build", "collectd.conf"),
                                           "/etc/collectd/collectd.conf", "/etc/collectd.conf")
+
+
+def test_config_and_no_config_exclude_each_other(capsys):
+    with pytest.raises(SystemExit) as info:
+        args_of("--config", "/etc/collectd/collectd.conf", "--no-config")
+    assert info.value.code == 2 and "not allowed with argument --config" in capsys.readouterr().err
