@@ -235,7 +235,11 @@ class _Parser(object):
 
 def parse(text, path="<string>"):
     """The top-level nodes of one file's text (no Include expanded).  ConfigFileError names the line."""
-    return _Parser(text, path).statements(None)
+    parser = _Parser(text, path)
+    try:
+        return parser.statements(None)
+    except RecursionError:      # blocks nested by the hundred: a message, not a traceback
+        raise ConfigFileError(path, parser.peek()[2], "blocks nested too deep")
 
 
 # -- Include (configfile.c) -------------------------------------------------------------------------------

@@ -151,6 +151,12 @@ def test_syntax_errors_name_file_and_line(text, line, words):
     assert str(info.value).startswith("/x/c.conf:%d: " % line) and words in str(info.value), str(info.value)
 
 
+def test_blocks_nested_by_the_thousand_are_an_error_not_a_traceback():
+    with pytest.raises(ConfigFileError) as info:
+        parse('<B "x">\n' * 5000, "/x/c.conf")
+    assert "blocks nested too deep" in str(info.value)
+
+
 def test_a_block_with_neither_values_nor_children_is_dropped_as_collectd_does():
     assert [n.key for n in parse("<Empty>\n</Empty>\nK 1\n")] == ["K"]
 
