@@ -6,30 +6,53 @@
     collectd-cgroups --pid PID       only the container that PID belongs to
     collectd-cgroups --exited        containers that exited recently, with their final figures
                                      (written by the plugin when CollectOnExit is on)
+    collectd-cgroups --config FILE   the options of FILE's <Module "collectd_cgroups"> block
 """
 
 import argparse
+import dataclasses
 import json
+import os
 import socket
 import sys
 import time
 
-from . import __version__, containers, identifiers, sentinel
+from . import __version__, collectdconf, containers, identifiers, sentinel
 from .collector import GROUPS, Collector
 from .config import Options
 
 DEFAULTS = Options()     # the plugin's defaults, the CLI's too
 
+# Where the collectd configuration is looked for without --config (the first that exists): the demo's
+# build/collectd.conf when the package runs from a checkout (what `make run` starts collectd with), then
+# Debian's and collectd's own default.
+CHECKOUT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build", "collectd.conf")
+CONFIG_FILES = ("/etc/collectd/collectd.conf", "/etc/collectd.conf")
+
+
+def default_config_files():
+    checkout = os.path.dirname(os.path.dirname(CHECKOUT_CONFIG))
+    in_checkout = os.path.isfile(os.path.join(checkout, "conf", "collectd.conf.in"))
+    return ((CHECKOUT_CONFIG,) if in_checkout else ()) + CONFIG_FILES
+
 
 def add_selection_arguments(p):
     """The options that say which containers are read and how (the plugin's own options), shared by the
-    one-pass CLI and ``top``."""
-    p.add_argument("--root", default="/", metavar="DIR", help="read DIR/proc and DIR/sys/fs/cgroup (default /)")
+    one-pass CLI and ``top``.  Single-valued ones default to None: given, they replace the --config file's."""
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--config", metavar="FILE",
+                        help="apply the <Module \"collectd_cgroups\"> block of this collectd configuration "
+                             "(Include followed); the options below add to its lists and replace its other "
+                             "values (default: the first of %s found; none with --root)"
+                             % ", ".join(default_config_files()))
+    source.add_argument("--no-config", action="store_true",
+                        help="read no collectd configuration: only the options given")
+    p.add_argument("--root", metavar="DIR", help="read DIR/proc and DIR/sys/fs/cgroup (default HostRoot, or /)")
     p.add_argument("--match", action="append", default=[], metavar="REGEX[@RUNTIME]",
                    help="also report cgroups whose path matches REGEX (named groups: name, id); "
                         "runtime label after the last '@' (default cgroup)")
     p.add_argument("--ignore", action="append", default=[], metavar="REGEX", help="skip containers whose cgroup path matches")
-    p.add_argument("--runtimes", nargs="+", default=list(DEFAULTS.runtimes), help="built-in layouts to recognise")
+    p.add_argument("--runtimes", nargs="+", help="built-in layouts to recognise")
     p.add_argument("--metrics", nargs="+", default=None,
                    help="metric groups to read (default: all; without network when --root is not /)")
     p.add_argument("--interface", action="append", default=[], metavar="NAME|/REGEX/",
@@ -39,13 +62,13 @@ def add_selection_arguments(p):
                    help="leave out values whose type-type_instance matches this shell pattern "
                         "(memory-active_*), as the IgnoreValue option")
     p.add_argument("--per-cpu", action="store_true", help="also per-CPU usage")
-    p.add_argument("--instance-format", default=DEFAULTS.instance_format)
-    p.add_argument("--docker-data-root", help="Docker's data root (default: data-root of "
+    p.add_argument("--instance-format", help="as InstanceFormat (default %s)" % DEFAULTS.instance_format)
+    p.add_argument("--docker-data-root", help="as DockerDataRoot (default: data-root of "
                    "<root>/etc/docker/daemon.json, else /var/lib/docker)")
-    p.add_argument("--containers-storage", help="podman's and CRI-O's storage (default: graphroot of "
-                   "<root>/etc/containers/storage.conf, else /var/lib/containers/storage)")
-    p.add_argument("--containers-run-root", help="CRI-O's and podman's run state (default: runroot of "
-                   "<root>/etc/containers/storage.conf, else /run/containers/storage)")
+    p.add_argument("--containers-storage", help="as ContainersStorage, podman's and CRI-O's storage (default: "
+                   "graphroot of <root>/etc/containers/storage.conf, else /var/lib/containers/storage)")
+    p.add_argument("--containers-run-root", help="as ContainersRunRoot, CRI-O's and podman's run state (default: "
+                   "runroot of <root>/etc/containers/storage.conf, else /run/containers/storage)")
     p.add_argument("--containerd-state", action="append", default=None, metavar="DIR",
                    help="a containerd state directory (repeatable; default %s)" % " ".join(DEFAULTS.containerd_states))
     p.add_argument("--no-pods", action="store_true", help="do not report Kubernetes pods' own cgroups")
@@ -54,20 +77,67 @@ def add_selection_arguments(p):
 
 
 def options_from_args(args, keep_files=False):
-    """The collector's Options from the arguments of :func:`add_selection_arguments`.  ``keep_files``:
-    KeepFilesOpen (False for one pass: nothing to keep)."""
+    """The collector's Options from the arguments of :func:`add_selection_arguments` over those of the
+    collectd configuration (:func:`config_file_options`).  ``keep_files``: KeepFilesOpen (False for one
+    pass: nothing to keep; otherwise the file's KeepFilesOpen wins)."""
+    base, given = config_file_options(args)
     groups = args.metrics
-    if groups is None:
+    if groups is None and "metrics" in given:
+        groups = base.groups
+    elif groups is None:
         # A captured tree has no live processes whose namespaces could be entered.
-        groups = [g for g in GROUPS if g != "network" or args.root in ("", "/")]
-    return Options(root=args.root, groups=groups, per_cpu=args.per_cpu,
-                   interfaces=args.interface, ignore_selected=args.ignore_selected,
-                   ignore_values=args.ignore_value, keep_files=keep_files,
-                   instance_format=args.instance_format, match=[_match_option(m) for m in args.match],
-                   ignore=args.ignore, runtimes=args.runtimes, docker_root=_root_arg(args.docker_data_root),
-                   storage_root=_root_arg(args.containers_storage), run_root=_root_arg(args.containers_run_root),
-                   containerd_states=[d.rstrip("/") for d in args.containerd_state or DEFAULTS.containerd_states],
-                   pods=not args.no_pods, meta_labels=args.meta_label)
+        groups = [g for g in GROUPS if g != "network" or args.root in (None, "", "/")]
+    given_path = lambda value, default: _root_arg(value) if value is not None else default
+    states = (list(base.containerd_states) if "containerdstate" in given else []) \
+        + [d.rstrip("/") for d in args.containerd_state or ()]
+    return dataclasses.replace(
+        base, root=args.root if args.root is not None else base.root, groups=groups,
+        per_cpu=base.per_cpu or args.per_cpu, interfaces=base.interfaces + args.interface,
+        ignore_selected=base.ignore_selected or args.ignore_selected,
+        ignore_values=base.ignore_values + args.ignore_value,
+        keep_files=base.keep_files if keep_files is not False and "keepfilesopen" in given else keep_files,
+        instance_format=args.instance_format if args.instance_format is not None else base.instance_format,
+        match=base.match + [_match_option(m) for m in args.match], ignore=base.ignore + args.ignore,
+        runtimes=args.runtimes if args.runtimes is not None else base.runtimes,
+        docker_root=given_path(args.docker_data_root, base.docker_root),
+        storage_root=given_path(args.containers_storage, base.storage_root),
+        run_root=given_path(args.containers_run_root, base.run_root),
+        containerd_states=states or DEFAULTS.containerd_states, pods=base.pods and not args.no_pods,
+        meta_labels=base.meta_labels + tuple(args.meta_label))
+
+
+def config_file_options(args):
+    """(Options, lowercased option names given) of the collectd configuration's <Module "collectd_cgroups">
+    block: --config's file, else the first of default_config_files() (none with --root: a tree read from
+    elsewhere is not the host whose configuration is here), else none (the defaults).  What was read goes
+    to stderr; a file that cannot be read or parsed, or an option the plugin refuses: a message naming the
+    file, line and option, and exit status 2 (as argparse's errors)."""
+    path = args.config
+    if args.no_config or (path is None and args.root is not None):
+        return Options(), set()
+    if path is None:
+        path = next((f for f in default_config_files() if os.path.isfile(f)), None)
+        if path is None:
+            _note("no collectd configuration found (%s): the defaults" % ", ".join(default_config_files()))
+            return Options(), set()
+        _note("options from %s" % path)
+    try:
+        blocks = collectdconf.module_blocks(collectdconf.read_config(path, warn=lambda m: _note("warning: " + m)))
+        if not blocks:
+            _note("%s has no <Module \"%s\"> block in <Plugin python>: the defaults" % (path, collectdconf.MODULE))
+            return Options(), set()
+        if len(blocks) > 1:
+            _note("%d <Module \"%s\"> blocks (%s): the first taken" % (
+                len(blocks), collectdconf.MODULE, ", ".join("%s:%d" % (b.path, b.line) for b in blocks)))
+        # --root replaces HostRoot, unchecked (it may name a directory of the machine collectd runs on).
+        return collectdconf.block_options(blocks[0], leave_out=("hostroot",) if args.root is not None else ())
+    except collectdconf.ConfigFileError as e:
+        _note(str(e))
+        raise SystemExit(2)
+
+
+def _note(message):
+    print("collectd-cgroups: %s" % message, file=sys.stderr)
 
 
 def _root_arg(path):
