@@ -6,6 +6,7 @@
     collectd-cgroups --pid PID       only the container that PID belongs to
     collectd-cgroups --exited        containers that exited recently, with their final figures
                                      (written by the plugin when CollectOnExit is on)
+    collectd-cgroups top             a refreshing table of every container (collectd_cgroups.top)
 """
 
 import argparse
@@ -176,7 +177,11 @@ def _exited(args):
 
 
 def main(argv=None):
-    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "top":           # the refreshing view: a module of its own
+        from . import top
+        return top.main(argv[1:])
+    args = _parse_args(argv)
     if args.exited:
         return _exited(args)
     options = options_from_args(args)
