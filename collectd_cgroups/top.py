@@ -161,9 +161,9 @@ def human_bytes(n):
         return "-"
     if n < 1000:
         return "%dB" % n
-    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
         n /= 1024.0
-        if n < 999.95 or unit == "PiB":
+        if n < 999.95 or unit == "EiB":
             return "%.1f%s" % (n, unit)
 
 
@@ -191,7 +191,8 @@ COLUMNS = [
     ("PSI%", 11, lambda r: _pct(r.mem_psi)),
 ]
 GAP = 1             # spaces between columns
-NAME_MIN = 10       # a name column narrower than its names is cut to no less than this
+NAME_CAP = 24       # on a terminal, names longer than this are cut before columns are dropped ...
+NAME_MIN = 10       # ... and to no less than this when even the columns that stay do not fit
 
 
 def table_lines(rows, width=None):
@@ -204,12 +205,15 @@ def table_lines(rows, width=None):
     keep = list(range(len(columns)))
     if width is not None:
         need = lambda: sum(widths[i] for i in keep) + GAP * (len(keep) - 1)
+        name = [i for i, c in enumerate(columns) if c[0] == "NAME"][0]
+        natural = widths[name]
+        # a long name is cut before any figure is dropped, and gets back what room is left at the end
+        widths[name] = min(natural, NAME_CAP)
         for i in sorted(keep, key=lambda i: (columns[i][1], i), reverse=True):
             if need() <= width or columns[i][1] == 0:
                 break
             keep.remove(i)
-        name = [i for i in keep if columns[i][0] == "NAME"][0]
-        widths[name] = max(min(widths[name], NAME_MIN), widths[name] - max(0, need() - width))
+        widths[name] = max(min(widths[name], NAME_MIN), min(natural, widths[name] + width - need()))
     out = []
     for line in [[title for title, _, _ in columns]] + cells:
         text = " " * GAP
@@ -244,7 +248,7 @@ def footer_line(order, reverse, filter_text):
 def screen_lines(view, width, height, clock=None):
     """The text of the full-screen view in ``width`` x ``height`` (at most ``height`` lines, each at most
     ``width`` - 1 characters: curses cannot write the last cell of the screen without an error)."""
-    width = max(1, width - 1)
+    width = max(0, width - 1)
     rows = sort_rows(filter_rows(view.rows, view.filter_text), view.order, view.reverse)
     lines = [l[:width] for l in header_lines(host_totals(view.rows), view.interval, clock)]
     if view.status:
