@@ -32,7 +32,7 @@ Totals = collections.namedtuple("Totals", "containers new gone cpu mem net_rx ne
 
 NEW, GONE = "+", "-"      # marks of a container that appeared / went away since the last refresh
 
-# (sample identifier, figure name); two-valued types give name_0, name_1
+# one-valued samples top reads, by (type, type_instance): the name of their figure
 _LEVELS = {("cpu", "total"): "cpu", ("derive", "cpu_periods"): "periods",
            ("derive", "cpu_throttled_periods"): "throttled", ("memory", "usage"): "mem",
            ("memory", "limit"): "limit", ("memory", "working_set"): "working_set", ("count", "pids"): "pids",
@@ -396,18 +396,23 @@ def _draw(stdscr, view):
         pass
 
 
-def _plain(sampler, args, out):
+def _plain(sampler, args, out, warnings):
     """Plain text: a table per refresh, the first after two passes (rates need two)."""
     sampler.step(args.interval)
+    due = time.monotonic()
     shown = 0
     while args.count is None or shown < args.count:
-        time.sleep(args.interval)
+        due += args.interval            # passes --interval apart, however long a pass takes
+        time.sleep(max(0.0, due - time.monotonic()))
         rows = sort_rows(filter_rows(sampler.step(args.interval), args.filter), args.sort)
         if shown:
             out.write("\n")
         out.write("\n".join(header_lines(host_totals(sampler.rows), args.interval) + [""] + table_lines(rows))
                   + "\n")
         out.flush()
+        for w in warnings:
+            print("collectd-cgroups top: warning: %s" % w, file=sys.stderr)
+        del warnings[:]
         shown += 1
     return 0
 
@@ -447,7 +452,7 @@ def main(argv):
     try:
         sampler = Sampler(collector)
         if args.count is not None or not sys.stdout.isatty():
-            return _plain(sampler, args, sys.stdout)
+            return _plain(sampler, args, sys.stdout, warnings)
         import curses
         view = View(args.interval, args.sort, args.filter)
         try:

@@ -15,6 +15,7 @@ teardown.
 import os
 import re
 import secrets
+import select
 import shlex
 import signal
 import statistics
@@ -446,3 +447,37 @@ def test_network_rate_and_sort(lab, terminals):
     finally:
         paced.kill()
         paced.wait(timeout=10)
+
+
+@pytest.mark.parametrize("end", ["SIGTERM", "closed pipe"])
+def test_plain_output_when_not_a_terminal(tree, end):
+    """Without --once or -n into a pipe: plain tables until ended, by SIGTERM or by the reader going away
+    (as ``| head``), without a traceback."""
+    tree.container("piped").spawn().wait_ready()
+    top = subprocess.Popen(top_argv(tree.prefix, "--interval", "0.3"), cwd=CHECKOUT, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    try:
+        seen = []
+
+        def two_tables():
+            ready, _, _ = select.select([top.stdout], [], [], 0.1)
+            if ready:
+                seen.append(top.stdout.readline())
+            return sum(1 for l in seen if l.startswith("collectd-cgroups top - ")) >= 2 and not seen[-1].strip()
+        wait_for(two_tables, 30, "two tables on the pipe", pause=0)
+        assert [r["NAME"] for r in parse_tables(seen)[0]] == ["cgroup-piped"]
+        if end == "SIGTERM":
+            top.send_signal(signal.SIGTERM)
+            expected = 128 + signal.SIGTERM
+        else:
+            top.stdout.close()
+            expected = 0
+        assert top.wait(timeout=30) == expected
+        assert "Traceback" not in top.stderr.read()
+    finally:
+        if top.poll() is None:
+            top.kill()
+            top.wait()
+        top.stderr.close()
+        if not top.stdout.closed:
+            top.stdout.close()
