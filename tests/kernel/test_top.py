@@ -17,14 +17,17 @@ import re
 import secrets
 import select
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 
+from ccg_lab.synthetic import activate_blk_throttle, whole_disk
 from tests.support import CHECKOUT
 from tests.support.kernelutil import MiB, proc_cpu_seconds, proc_stat, tree_fixtures
 from tests.support.netnsutil import proc_net_dev, wait_for
@@ -481,3 +484,74 @@ def test_plain_output_when_not_a_terminal(tree, end):
         top.stderr.close()
         if not top.stdout.closed:
             top.stdout.close()
+
+
+# -- block I/O ------------------------------------------------------------------------------------------------
+
+BLOCK = 1 << 16
+WRITE_RATE = 16 * BLOCK                 # 1 MiB/s of O_DIRECT writes
+
+WRITER = """
+import mmap, os, sys, time
+buf = mmap.mmap(-1, %d)                 # page-aligned, as O_DIRECT wants
+buf.write(b"x" * %d)
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600)
+sys.stdin.readline()                    # in its cgroups now
+start, done = time.monotonic(), 0
+while time.monotonic() - start < 300:
+    due = int((time.monotonic() - start) * %d) // %d
+    while done < due:
+        os.pwrite(fd, buf, (done %% 64) * %d)     # the same 4 MiB over and over
+        done += 1
+    time.sleep(0.01)
+""" % (BLOCK, BLOCK, WRITE_RATE, BLOCK, BLOCK)
+
+
+def proc_write_bytes(pid):
+    with open("/proc/%d/io" % pid) as f:
+        return int(dict(l.split(": ") for l in f.read().splitlines())["write_bytes"])
+
+
+def test_block_write_rate_and_io_sort(tree):
+    scratch = None
+    for base in ("/var/tmp", CHECKOUT):
+        if whole_disk(base) is not None:
+            scratch = tempfile.mkdtemp(prefix="ccg-top-", dir=base)
+            break
+    assert scratch is not None, "no directory on a block device for O_DIRECT writes"
+    writer_c = tree.container("writer")
+    tree.container("aaa-still").spawn().wait_ready()
+    activate_blk_throttle(writer_c.dirs["blkio"], scratch)      # v1 counts nothing on the disk otherwise
+    writer = subprocess.Popen([sys.executable, "-I", "-S", "-c", WRITER, os.path.join(scratch, "data")],
+                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, universal_newlines=True,
+                              start_new_session=True)
+    try:
+        for d in sorted(set(writer_c.dirs.values())):
+            try:
+                with open(d + "/cgroup.procs", "w") as f:
+                    f.write(str(writer.pid))
+            except OSError:
+                if d != writer_c.dirs.get("unified"):   # hybrid: the cgroup2 directory may refuse it
+                    raise
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        start, before = time.monotonic(), proc_write_bytes(writer.pid)
+        out = run_top(*top_argv(tree.prefix, "-n", "2", "--interval", "1.5", "--sort", "io"))
+        measured = (proc_write_bytes(writer.pid) - before) / (time.monotonic() - start)
+        print(out)
+        tables = parse_tables(out.splitlines())
+        shown = [parse_bytes(named(t, "writer")[0]["BLKW/s"]) for t in tables]
+        print("writer: BLKW/s shown %s, written %d B/s nominal, %.0f B/s by /proc/<pid>/io"
+              % (shown, WRITE_RATE, measured))
+        assert abs(measured - WRITE_RATE) <= 0.2 * WRITE_RATE
+        for value in shown:
+            assert abs(value - WRITE_RATE) <= 0.2 * WRITE_RATE, (value, WRITE_RATE)
+        for t in tables:        # sorted by I/O: the writer before a name that sorts first
+            assert [r["NAME"] for r in t] == ["cgroup-writer", "cgroup-aaa-still"]
+            assert parse_bytes(named(t, "aaa-still")[0]["BLKW/s"]) in (None, 0)    # "-": no device listed
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+        writer.wait(timeout=10)
+        writer.stdin.close()
+        shutil.rmtree(scratch)
