@@ -6,7 +6,7 @@ text.  Containers are synthetic cgroups of this module's prefix (``ccg_lab.synth
 (network namespaces and veths of the test's own, 192.0.2.0/24); top sees only them (``--match`` their
 prefix, ``--ignore`` every other path, ``--runtimes nspawn``: no systemd here, so no built-in layout finds
 other tests' Docker or LXC containers).  Independent sources: ``/proc/<pid>/stat`` for CPU time,
-``/proc/<pid>/net/dev`` for bytes sent, ``stty -a`` for the terminal's state after top.
+``/proc/<pid>/net/dev`` for bytes sent, ``/proc/<pid>/io`` for bytes written, ``stty -a`` for the terminal's state after top.
 
 Every wait is a poll with a timeout; each tmux server, process, cgroup and namespace is removed in
 teardown.
@@ -51,10 +51,6 @@ def parse_bytes(text):
     m = re.match(r"^([0-9.]+)(B|KiB|MiB|GiB|TiB)$", text)
     assert m, "not a byte figure: %r" % text
     return float(m.group(1)) * UNITS[m.group(2)]
-
-
-def parse_number(text):
-    return None if text == "-" else float(text)
 
 
 def parse_tables(lines):
