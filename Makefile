@@ -9,7 +9,7 @@ PY         := $(VENV)/bin/python
 BUILD      := $(SRC)/build
 # Debian's interpreter: the one collectd embeds (libpython3.11), not whatever python3 is first on PATH.
 SYSPY      := /usr/bin/python3
-APT_PKGS   := collectd-core collectd-utils libpython3.11 libyajl2 python3-venv iproute2 procps qemu-system-x86 busybox-static python3-cffi runc docker.io podman lxc crun containerd containernetworking-plugins graphite-carbon graphite-web python3-whisper
+APT_PKGS   := collectd-core collectd-utils libpython3.11 libyajl2 python3-venv iproute2 procps qemu-system-x86 busybox-static python3-cffi runc docker.io podman lxc crun containerd containernetworking-plugins graphite-carbon graphite-web python3-whisper tmux
 PYTEST_ARGS ?=
 
 .PHONY: deps venv run demo graphite test test-unit clean bench bench-deps deb soak

@@ -7,6 +7,7 @@
     collectd-cgroups --exited        containers that exited recently, with their final figures
                                      (written by the plugin when CollectOnExit is on)
     collectd-cgroups --config FILE   the options of FILE's <Module "collectd_cgroups"> block
+    collectd-cgroups top             a refreshing table of every container (collectd_cgroups.top)
 """
 
 import argparse
@@ -253,7 +254,11 @@ def _exited(args):
 
 
 def main(argv=None):
-    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "top":           # the refreshing view: a module of its own
+        from . import top
+        return top.main(argv[1:])
+    args = _parse_args(argv)
     if args.exited:
         return _exited(args)
     options = options_from_args(args)
