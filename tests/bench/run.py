@@ -45,7 +45,6 @@ pass at each size.
 import argparse
 import concurrent.futures
 import cProfile
-import ctypes
 import fcntl
 import io
 import os
@@ -73,10 +72,10 @@ import collectd_cgroups  # noqa: E402,F401
 sys.path.insert(1, CHECKOUT)
 
 from lab import BenchLab, cleanup_stale  # noqa: E402
+from ccg_lab.netlab import ctypes_setns  # noqa: E402
 import peers  # noqa: E402
 
 COLLECTD = "/usr/sbin/collectd"
-CLONE_NEWNET = 0x40000000
 SYSTEMD_SOFT_NOFILE = 1024
 
 
@@ -101,20 +100,6 @@ def build(workdir):
             raise RuntimeError("gcc %s.c failed:\n%s" % (name, res.stdout.decode(errors="replace")))
         out[name] = path
     return out
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _enter(path):
-    """Thread initializer: move the calling thread into the network namespace at ``path`` (ctypes)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, os.strerror(e), path)
-    finally:
-        os.close(fd)
 
 
 def stats(values):
@@ -1089,7 +1074,7 @@ def main(argv=None):
         cleanup_stale()
         lab = BenchLab(bins["box"]).setup(workdir)
         print("lab: cgroups under /%s, host namespace %s" % (lab.prefix, lab.host), flush=True)
-        host = concurrent.futures.ThreadPoolExecutor(max_workers=1, initializer=_enter,
+        host = concurrent.futures.ThreadPoolExecutor(max_workers=1, initializer=ctypes_setns,
                                                      initargs=(lab.host_path,))
         for size in sizes:
             took = lab.add(size - lab.count)

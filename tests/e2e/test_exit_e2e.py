@@ -19,6 +19,7 @@ import pytest
 from ccg_lab.synthetic import CgroupTree, activate_blk_throttle, read_hierarchies
 from collectd_cgroups import sentinel
 from tests.support import collectd_harness as harness
+from tests.support.dockerd import IMAGE, own_dockerd
 from tests.support.kernelutil import proc_alive as alive     # test_exit_runtimes.py imports it from here too
 
 CHECKOUT = harness.CHECKOUT
@@ -239,77 +240,52 @@ def test_runc_container_gets_final_figures(tmp_path):
 
 # -- Docker -----------------------------------------------------------------------------------------------
 
-DOCKERD = shutil.which("dockerd") or "/usr/sbin/dockerd"
-DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else shutil.which("docker")
-
-
 def test_docker_container_gets_final_figures(tmp_path):
-    """dockerd of the test's own (RECIPES flags: no bridge, no iptables, cgroupfs driver); the container
-    goes under a cgroup parent of the test (``/<prefix>/docker/<id>``, Docker's layout), with --network
-    none; after its final figures ``docker rm`` succeeds and its cgroups are gone.  Its values carry its
-    image and the compose labels MetaLabel names (SendMeta), as ``docker inspect`` reports them."""
+    """dockerd of the test's own (tests/support/dockerd.py); the container goes under a cgroup parent of
+    the test (``/<prefix>/docker/<id>``, Docker's layout), with --network none; after its final figures
+    ``docker rm`` succeeds and its cgroups are gone.  Its values carry its image and the compose labels
+    MetaLabel names (SendMeta), as ``docker inspect`` reports them."""
     prefix = "ccg-test-docker-%s" % secrets.token_hex(4)
-    top = str(tmp_path / "d")
-    os.makedirs(top)
-    data, execroot, sock, pidfile = top + "/data", top + "/exec", top + "/docker.sock", top + "/docker.pid"
     rootfs = str(tmp_path / "bundle" / "rootfs")
     _runc_bundle(str(tmp_path / "bundle"), "/unused")       # only its busybox rootfs
-    log = open(top + "/dockerd.log", "w")
-    daemon = subprocess.Popen([DOCKERD, "--data-root", data, "--exec-root", execroot, "-H", "unix://" + sock,
-                               "--pidfile", pidfile, "--storage-driver=vfs", "--iptables=false",
-                               "--ip-forward=false", "--ip-masq=false", "--bridge=none",
-                               "--exec-opt", "native.cgroupdriver=cgroupfs"],
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    docker = lambda *a, **kw: subprocess.run([DOCKER, "-H", "unix://" + sock] + list(a), stdout=subprocess.PIPE,
-                                             stderr=subprocess.STDOUT, timeout=120, **kw)
-    try:
-        harness.wait_until(lambda: docker("version").returncode == 0, 60, what="dockerd")
-        tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
-        imp = docker("import", "-", "ccg-busybox:test", stdin=tar.stdout)
-        tar.wait()
-        assert imp.returncode == 0, imp.stdout
-        with CgroupTree(prefix, controllers=tuple(k for k in read_hierarchies() if k != "unified")) as tree:
-            tree._setup()
-            activate_blk_throttle("/sys/fs/cgroup/blkio/" + prefix, rootfs)
-            cd, out = start_collectd(tmp_path / "cd", "^/%s/nomatch$" % prefix,
-                                     ['Interface "lo"', 'DockerDataRoot "%s"' % data, "SendMeta true",
-                                      'MetaLabel "com.docker.compose.project" "com.docker.compose.service"'])
-            with cd:
-                run = docker("run", "-d", "--network", "none", "--cap-add", "NET_ADMIN", "--name", "job",
-                             "--label", "com.docker.compose.project=shop", "--label", "com.docker.compose.service=web",
-                             "--cgroup-parent", "/%s/docker" % prefix, "ccg-busybox:test", "/bin/sh", "-c", _SCRIPT)
-                assert run.returncode == 0, run.stdout
-                cid = run.stdout.decode().split()[-1]
-                dirs = ["/sys/fs/cgroup/%s/%s/docker/%s" % (h, prefix, cid) for h in ("cpu", "memory", "blkio", "pids")]
-                harness.wait_until(lambda: sentinels_in(dirs[1]), 20, what="a sentinel in the docker container")
-                final = _wait_all_finals(out, "docker-job")
-                harness.wait_until(lambda: not any(os.path.exists(d) for d in dirs), 10,
-                                   what="the container's cgroups to be removed")
-                text = docker("logs", "job").stdout.decode()
-                inspect = json.loads(docker("inspect", "job").stdout)[0]
-                rm = docker("rm", "job")
-                assert rm.returncode == 0, rm.stdout
-                assert cd.read_failures() == []
-        ticks = int(text.split("TICKS ")[1].split()[0])
-        assert final[("duration", "final_cpu")][0] >= ticks / 100.0 - 0.01
-        with open(out) as f:
-            metas = [json.loads(line)["meta"] for line in f if '"docker-job"' in line]
-        labels = inspect["Config"]["Labels"]
-        assert metas and all(m["image"] == inspect["Config"]["Image"] == "ccg-busybox:test" for m in metas)
-        assert all(m["com.docker.compose.project"] == labels["com.docker.compose.project"] == "shop" and
-                   m["com.docker.compose.service"] == labels["com.docker.compose.service"] == "web" and
-                   m["container_id"] == cid and m["runtime"] == "docker" for m in metas)
-        assert final[("bytes", "final_disk_write")][0] >= 16 << 20
-        assert final[("bytes", "final_net_tx")][0] >= 200000
-        assert final[("bytes", "final_net_rx")][0] >= 200000
-    finally:
-        docker("rm", "-f", "job")
+    with own_dockerd(str(tmp_path / "d"), rootfs) as d:
+        docker = d.docker
         try:
-            os.kill(daemon.pid, signal.SIGTERM)
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            os.kill(daemon.pid, signal.SIGKILL)
-            daemon.wait(10)
-        log.close()
-        subprocess.run(["umount", "-R", execroot], stderr=subprocess.DEVNULL)
-        shutil.rmtree(top, ignore_errors=True)
+            with CgroupTree(prefix, controllers=tuple(k for k in read_hierarchies() if k != "unified")) as tree:
+                tree._setup()
+                activate_blk_throttle("/sys/fs/cgroup/blkio/" + prefix, rootfs)
+                cd, out = start_collectd(tmp_path / "cd", "^/%s/nomatch$" % prefix,
+                                         ['Interface "lo"', 'DockerDataRoot "%s"' % d.data, "SendMeta true",
+                                          'MetaLabel "com.docker.compose.project" "com.docker.compose.service"'])
+                with cd:
+                    run = docker("run", "-d", "--network", "none", "--cap-add", "NET_ADMIN", "--name", "job",
+                                 "--label", "com.docker.compose.project=shop",
+                                 "--label", "com.docker.compose.service=web",
+                                 "--cgroup-parent", "/%s/docker" % prefix, IMAGE, "/bin/sh", "-c", _SCRIPT)
+                    assert run.returncode == 0, run.stdout
+                    cid = run.stdout.decode().split()[-1]
+                    dirs = ["/sys/fs/cgroup/%s/%s/docker/%s" % (h, prefix, cid)
+                            for h in ("cpu", "memory", "blkio", "pids")]
+                    harness.wait_until(lambda: sentinels_in(dirs[1]), 20, what="a sentinel in the docker container")
+                    final = _wait_all_finals(out, "docker-job")
+                    harness.wait_until(lambda: not any(os.path.exists(p) for p in dirs), 10,
+                                       what="the container's cgroups to be removed")
+                    text = docker("logs", "job").stdout.decode()
+                    inspect = json.loads(docker("inspect", "job").stdout)[0]
+                    rm = docker("rm", "job")
+                    assert rm.returncode == 0, rm.stdout
+                    assert cd.read_failures() == []
+        finally:
+            docker("rm", "-f", "job")
+    ticks = int(text.split("TICKS ")[1].split()[0])
+    assert final[("duration", "final_cpu")][0] >= ticks / 100.0 - 0.01
+    with open(out) as f:
+        metas = [json.loads(line)["meta"] for line in f if '"docker-job"' in line]
+    labels = inspect["Config"]["Labels"]
+    assert metas and all(m["image"] == inspect["Config"]["Image"] == IMAGE for m in metas)
+    assert all(m["com.docker.compose.project"] == labels["com.docker.compose.project"] == "shop" and
+               m["com.docker.compose.service"] == labels["com.docker.compose.service"] == "web" and
+               m["container_id"] == cid and m["runtime"] == "docker" for m in metas)
+    assert final[("bytes", "final_disk_write")][0] >= 16 << 20
+    assert final[("bytes", "final_net_tx")][0] >= 200000
+    assert final[("bytes", "final_net_rx")][0] >= 200000
