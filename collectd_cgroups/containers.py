@@ -259,6 +259,9 @@ class Discovery(object):
     def discover(self, hierarchies):
         w = _Walk()
         self.matcher.begin_pass()
+        begin = getattr(self.names, "begin_pass", None)
+        if begin is not None:
+            begin()
         for mount in hierarchies.walk_mounts():
             self._walk(w, mount, mount.path, mount.root.rstrip("/"), 0, None)
         self._decisions = w.decisions       # the paths not seen in this pass are forgotten

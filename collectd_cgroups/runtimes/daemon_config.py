@@ -12,7 +12,11 @@ there gives the default; one that cannot be used gives the default and a reason.
 """
 
 import json
-import tomllib
+
+try:
+    import tomllib                  # Python 3.11+
+except ImportError:                 # older: storage.conf is not read (the defaults, and a reason)
+    tomllib = None
 
 from . import docker, oci, storage
 
@@ -87,6 +91,9 @@ def find(root, docker_root=None, storage_root=None, run_root=None):
             text = _read(root, path, problems)
             if text is None:
                 continue
+            if tomllib is None:
+                problems.append("%s: not read (no TOML parser before Python 3.11)" % path)
+                break
             try:
                 section = tomllib.loads(text).get("storage")
             except (tomllib.TOMLDecodeError, ValueError) as e:

@@ -17,19 +17,21 @@ Nothing found yet (the runtime may not have written it when the cgroup appears) 
 
 Names can change while a container lives (``docker rename``, ``podman rename``): the state file that
 holds a Docker or podman container's name (config.v2.json; the store's containers.json) is looked at
-(its mtime and size) every ``recheck`` look-ups of the container (one per pass), and read again when it
-changed.  Kubernetes names are fixed for a container's life: nothing to look at.
+(its mtime and size) when inotify says its directory had a file written or renamed into it since the
+last pass (:mod:`runtimes.watch`; nothing per container otherwise), or every ``recheck`` look-ups of the
+container (one per pass) where inotify cannot watch it, and read again when it changed.  Kubernetes
+names are fixed for a container's life: nothing to look at.
 """
 
 import collections
 import os
 import time
 
-from . import Metadata, StateError, docker, kubernetes, oci, podman, storage
+from . import Metadata, StateError, docker, kubernetes, oci, podman, storage, watch
 
 NOTHING = Metadata()
 MAX_CACHED = 65536
-RECHECK = 2         # passes between two looks at a name's state file (a stat: about 1 us a pass on average)
+RECHECK = 2         # passes between two looks at a name's state file that inotify cannot watch
 
 
 def _stamp(path):
@@ -58,8 +60,14 @@ class MetadataResolver(object):
         self.storage = storage.StorageNames(root, storage_root, warn_once)
         self.entries = storage.Entries()
         # (runtime, id) -> [Metadata, retry at or None, the name's state file or None, its stamp,
-        #                   look-ups before the next look at it]
+        #                   look-ups before the next look at it, its watched directory or None]
         self._cache = collections.OrderedDict()
+        self.watch = watch.StateWatch()
+        self._changed = ()          # watched directories that changed before this pass
+
+    def begin_pass(self):
+        """Called before a pass's look-ups: which watched directories changed since the last pass."""
+        self._changed = self.watch.changed() if self.watch.dirs else ()
 
     def lookup(self, runtime, cid):
         """The Metadata of a container (NOTHING when none is known: the short id names it)."""
@@ -73,10 +81,14 @@ class MetadataResolver(object):
             elif entry[2] is None:              # a name that cannot change
                 return entry[0]
             else:
-                entry[4] -= 1
-                if entry[4] > 0:
-                    return entry[0]
-                entry[4] = self.recheck
+                if entry[5] is not None:        # watched: looked at only when its directory changed
+                    if entry[5] not in self._changed:
+                        return entry[0]
+                else:
+                    entry[4] -= 1
+                    if entry[4] > 0:
+                        return entry[0]
+                    entry[4] = self.recheck
                 stamp = _stamp(entry[2])
                 if stamp == entry[3] or stamp is None:     # unchanged, or gone with its container
                     return entry[0]
@@ -85,16 +97,25 @@ class MetadataResolver(object):
         stamp = _stamp(state) if state is not None else None
         meta = self._read_logged(key)
         if meta is not None and (meta.name or meta.in_pod):
-            self._cache[key] = [meta, None, state, stamp, self.recheck]
+            watched = None
+            if known is not None:
+                watched = known[5]              # the same file: its watch goes on serving
+            elif state is not None and self.watch.watch(os.path.dirname(state)):
+                watched = os.path.dirname(state)
+            self._cache[key] = [meta, None, state, stamp, self.recheck, watched]
         elif known is not None:                 # changed into something unusable: keep what it was
             known[3] = stamp
             return known[0]
         else:
             meta = meta or NOTHING
-            self._cache[key] = [meta, self.clock() + self.retry, None, None, None]
+            self._cache[key] = [meta, self.clock() + self.retry, None, None, None, None]
         if len(self._cache) > MAX_CACHED:
-            self._cache.popitem(last=False)
+            self._drop(self._cache.popitem(last=False)[1])
         return meta
+
+    def _drop(self, entry):
+        if entry[5] is not None:
+            self.watch.unwatch(entry[5])
 
     def _read_logged(self, key):
         """The Metadata the runtime's state gives (None: none, or unusable, logged once)."""
@@ -113,7 +134,7 @@ class MetadataResolver(object):
         """Forget the containers not in ``keys`` (every container key seen in this pass)."""
         if len(self._cache) > len(keys):
             for key in [k for k in self._cache if k not in keys]:
-                del self._cache[key]
+                self._drop(self._cache.pop(key))
 
     def _read(self, runtime, cid):
         if runtime == "docker":

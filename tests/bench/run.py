@@ -73,6 +73,7 @@ sys.path.insert(1, CHECKOUT)
 
 from lab import BenchLab, cleanup_stale  # noqa: E402
 from ccg_lab.netlab import ctypes_setns  # noqa: E402
+import names  # noqa: E402
 import peers  # noqa: E402
 
 COLLECTD = "/usr/sbin/collectd"
@@ -1081,6 +1082,7 @@ def main(argv=None):
             print("made %d containers in %.1f s" % (lab.count, took), flush=True)
             results.append(measure(lab, args, bins, workdir, host, last=size == sizes[-1]))
         print(table(results))
+        print(names.measure(workdir, sizes[-1]), flush=True)
     except (KeyboardInterrupt, Interrupted) as e:
         print("\ninterrupted (%s): cleaning up" % (e or "Ctrl-C"), file=sys.stderr)
         status = 130

@@ -153,6 +153,10 @@ def test_small_run_measures_every_container_and_leaves_nothing(benches):
                      out, re.M), out                  # (d) and the memory split
     assert re.search(r"^\s+6\s+\(a'\) .* a'/c' [\d.]+ b/c' -?[\d.]+$", out, re.M), out
     assert "IgnoreValue patterns (LEAN in tests/bench/run.py: 15 values per container instead of 47)" in out
+    # following renames (names.py): every container of the largest size watched
+    assert re.search(r"^runtime names \(6 Docker containers, \d+ passes\), per container and pass: [\d.]+ us with "
+                     r"renames followed through inotify \(6 watches\), [\d.]+ us without inotify .*: "
+                     r"[+-][\d.]+ and [+-][\d.]+ us$", out, re.M), out
     assert_peers_measured(out, (3, 6))
     assert "cleanup: every process, cgroup, namespace and file of the benchmark removed" in out
     assert leftovers(prefix) == []

@@ -227,7 +227,8 @@ def test_package_is_lintian_clean_and_ships_the_package(built, tmp_path):
             with open(path, "rb") as f:
                 assert b"process_api" not in f.read(), "%s names process_api" % name
     man = run(["man", "-l", "-P", "cat", os.path.join(str(root), "usr/share/man/man1/collectd-cgroups.1.gz")]).stdout
-    for text in ("--pid", "--exited", "/etc/collectd/collectd-cgroups.conf", "collectd.conf"):
+    for text in ("--pid", "--exited", "--config", "collectd-cgroups top", "/etc/collectd/collectd-cgroups.conf",
+                 "collectd.conf"):
         assert text in man, "the manual page lacks %r" % text
 
 
@@ -353,8 +354,10 @@ def test_install_upgrade_remove_purge(built, machine, tmp_path):
                    what="the edited block's InstanceFormat in the csv files")
 
         # The command, as root, from the package; its bytecode is Debian's (removed with the package).
+        # It reads collectd's configuration (the edited block's InstanceFormat): the same name as collectd's.
         cli = run(["/usr/bin/collectd-cgroups", "--pid", str(pid)], cwd="/")
-        assert "docker-%s" % cid[:12] in cli.stdout, cli.stdout
+        assert "edited-%s" % cid[:12] in cli.stdout, cli.stdout
+        assert "options from /etc/collectd/collectd.conf" in cli.stderr, cli.stderr
         version = run(["/usr/bin/collectd-cgroups", "--version"]).stdout.split()
         assert version == ["collectd-cgroups", built.version], version
         files = [p for p in run(["dpkg", "-L", PACKAGE]).stdout.splitlines() if p not in ("/.", "")]

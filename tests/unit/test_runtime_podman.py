@@ -205,18 +205,23 @@ def test_state_files_that_are_not_regular_files(tree):
 
 
 def test_podman_rename_is_seen_when_containers_json_changes(tree):
-    # podman rename rewrites the store's containers.json (names[0]); the resolver looks at it every
-    # other pass and reads the container again when it changed.
+    # podman rename rewrites the store's containers.json (names[0]), as a temporary file renamed over it;
+    # the resolver watches the store's directory and reads the container again in the next pass.
     from collectd_cgroups.runtimes.resolver import MetadataResolver
-    r = MetadataResolver(HostRoot(tree), recheck=2)
+    r = MetadataResolver(HostRoot(tree))
+    r.begin_pass()
     assert r.lookup("podman", LAB1).name == "lab1"
+    assert r.lookup("podman", PODC).pod == "ccgpod"
+    assert len(r.watch.dirs) == 1                       # one store: one watch for both
     path = tree + STORE + "/containers.json"
     with open(path) as f:
         doc = json.load(f)
     (entry,) = [e for e in doc if e["id"] == LAB1]
     entry["names"] = ["lab1-renamed"]
-    with open(path, "w") as f:
+    with open(path + ".tmp", "w") as f:
         json.dump(doc, f)
-    assert r.lookup("podman", LAB1).name == "lab1"             # not looked at in this pass
+    os.rename(path + ".tmp", path)
+    r.begin_pass()
     assert r.lookup("podman", LAB1).name == "lab1-renamed"
     assert r.lookup("podman", PODC).pod == "ccgpod"     # the others read again alike
+    r.watch.close()

@@ -56,30 +56,71 @@ def test_docker_name_missing_then_retried_after_the_delay(tmp_path):
     assert r.lookup("docker", H).name == "late"
 
 
-def test_docker_rename_is_seen_when_config_v2_changes(tmp_path):
+def _atomic_write(path, text):
+    """As dockerd and containers/storage write their state: a temporary file renamed over the old one."""
+    write(path + ".tmp", text)
+    os.rename(path + ".tmp", path)
+
+
+def _pass(r, key):
+    r.begin_pass()
+    return r.lookup(*key).name
+
+
+@pytest.mark.parametrize("watched", [True, False], ids=["inotify", "every-other-pass"])
+def test_docker_rename_is_seen_when_config_v2_changes(tmp_path, watched):
     path = str(tmp_path) + "/var/lib/docker/containers/%s/config.v2.json" % H
     write(path, json.dumps({"Name": "/before"}))
     r = resolver(tmp_path, recheck=2)
-    assert r.lookup("docker", H).name == "before"
-    write(path, json.dumps({"Name": "/after-the-rename"}))     # another size: a stamp of its own
-    assert r.lookup("docker", H).name == "before"       # not looked at in this pass
-    assert r.lookup("docker", H).name == "after-the-rename"
+    if not watched:
+        r.watch.disabled = "as without inotify"
+    key = ("docker", H)
+    assert _pass(r, key) == "before"
+    assert bool(r.watch.dirs) == watched
+    if watched:
+        assert [_pass(r, key) for _ in range(3)] == ["before"] * 3
+    _atomic_write(path, json.dumps({"Name": "/after-the-rename"}))
+    names = [_pass(r, key) for _ in range(2)]
+    # watched: the very next pass; else within two passes
+    assert names == ["after-the-rename"] * 2 if watched else names[-1] == "after-the-rename", names
     # Rewritten into something unusable, then removed with its container: the last good name stays.
-    write(path, "{not json")
-    assert [r.lookup("docker", H).name for _ in range(2)] == ["after-the-rename"] * 2
+    _atomic_write(path, "{not json")
+    assert [_pass(r, key) for _ in range(2)] == ["after-the-rename"] * 2
     os.unlink(path)
-    assert [r.lookup("docker", H).name for _ in range(2)] == ["after-the-rename"] * 2
+    os.rmdir(os.path.dirname(path))
+    assert [_pass(r, key) for _ in range(2)] == ["after-the-rename"] * 2
+    assert r.watch.dirs == {}                   # the directory went: so did its watch
+    r.watch.close()
 
 
-def test_docker_state_looked_at_every_other_pass(tmp_path, monkeypatch):
+def test_docker_state_not_looked_at_while_nothing_changes(tmp_path, monkeypatch):
     write(str(tmp_path) + "/var/lib/docker/containers/%s/config.v2.json" % H, json.dumps({"Name": "/web"}))
-    r = resolver(tmp_path, recheck=2)
-    r.lookup("docker", H)
-    stats = []
-    real_stat = os.stat
-    monkeypatch.setattr(os, "stat", lambda p, *a, **kw: stats.append(p) or real_stat(p, *a, **kw))
-    assert [r.lookup("docker", H).name for _ in range(10)] == ["web"] * 10     # ten passes
-    assert len(stats) == 5, stats
+    for watched, looks in ((True, 0), (False, 5)):
+        r = resolver(tmp_path, recheck=2)
+        if not watched:
+            r.watch.disabled = "as without inotify"
+        _pass(r, ("docker", H))
+        stats = []
+        real_stat = os.stat
+        monkeypatch.setattr(os, "stat", lambda p, *a, **kw: stats.append(p) or real_stat(p, *a, **kw))
+        assert [_pass(r, ("docker", H)) for _ in range(10)] == ["web"] * 10     # ten passes
+        monkeypatch.undo()
+        assert len(stats) == looks, (watched, stats)
+        r.watch.close()
+
+
+def test_watches_go_with_their_containers(tmp_path):
+    ids = ["%064x" % i for i in range(1, 4)]
+    for cid in ids:
+        write(str(tmp_path) + "/var/lib/docker/containers/%s/config.v2.json" % cid, json.dumps({"Name": "/c"}))
+    r = resolver(tmp_path)
+    r.begin_pass()
+    for cid in ids:
+        r.lookup("docker", cid)
+    assert len(r.watch.dirs) == 3
+    r.forget_except({("docker", ids[0])})
+    assert list(r.watch.dirs) == [str(tmp_path) + "/var/lib/docker/containers/" + ids[0]]
+    r.watch.close()
 
 
 @pytest.mark.parametrize("content", ["{not json", json.dumps({"Name": "/"}), json.dumps({"Name": 5}),
