@@ -295,6 +295,7 @@ def main(argv=None):
                   file=sys.stderr)
             return 1
     results = collector.collect(found)
+    collector.close()           # one pass: nothing to keep (its inotify watches on names' state)
     for w in warnings:
         print("collectd-cgroups: warning: %s" % w, file=sys.stderr)
     if args.json:

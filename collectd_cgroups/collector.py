@@ -371,10 +371,12 @@ class Collector(object):
         return pass_plan.read(container, track, kept)
 
     def close(self):
-        """Close the cgroup files and pidfds kept open between passes (the next pass opens them again)."""
+        """Close the cgroup files and pidfds kept open between passes (the next pass opens them again) and
+        the inotify descriptor on names' state (names are then looked at every other pass)."""
         self.keep.close()
         if self.network is not None:
             self.network.close()
+        self.discovery.names.close()
 
     def _read_network(self, net, container, track, samples):
         """Append the container's interface counters to ``samples``; its host veth peers, or None.

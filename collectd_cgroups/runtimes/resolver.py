@@ -113,6 +113,12 @@ class MetadataResolver(object):
             self._drop(self._cache.popitem(last=False)[1])
         return meta
 
+    def close(self):
+        """Let go of the inotify watches (the names are then looked at every ``recheck`` passes)."""
+        for entry in self._cache.values():
+            entry[5] = None
+        self.watch.close()
+
     def _drop(self, entry):
         if entry[5] is not None:
             self.watch.unwatch(entry[5])

@@ -14,6 +14,7 @@ import ctypes
 import errno
 import os
 import struct
+import weakref
 
 IN_MODIFY, IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE = 0x2, 0x8, 0x80, 0x100
 IN_DELETE_SELF, IN_Q_OVERFLOW, IN_IGNORED, IN_ONLYDIR = 0x400, 0x4000, 0x8000, 0x01000000
@@ -55,6 +56,8 @@ class StateWatch(object):
                 self.disabled = os.strerror(ctypes.get_errno())
                 return False
             self.fd = fd
+            # Closed with this object if nobody calls close() (a collector dropped by a program using many).
+            self._closer = weakref.finalize(self, os.close, fd)
         wd = libc.inotify_add_watch(self.fd, os.fsencode(directory), MASK)
         if wd < 0:
             if ctypes.get_errno() == errno.ENOSPC:
@@ -110,7 +113,7 @@ class StateWatch(object):
 
     def close(self):
         if self.fd is not None:
-            os.close(self.fd)
+            self._closer()
             self.fd = None
         self.dirs.clear()
         self.by_wd.clear()
