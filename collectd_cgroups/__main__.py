@@ -8,6 +8,7 @@
                                      (written by the plugin when CollectOnExit is on)
     collectd-cgroups --config FILE   the options of FILE's <Module "collectd_cgroups"> block
     collectd-cgroups top             a refreshing table of every container (collectd_cgroups.top)
+    collectd-cgroups --events        the containers' events as they happen (as the plugin's notifications)
 """
 
 import argparse
@@ -18,7 +19,7 @@ import socket
 import sys
 import time
 
-from . import __version__, collectdconf, containers, identifiers, sentinel
+from . import __version__, collectdconf, containers, events, identifiers, sentinel
 from .collector import GROUPS, Collector
 from .config import Options
 
@@ -158,7 +159,13 @@ def _parse_args(argv):
     p.add_argument("--exited", nargs="?", const=sentinel.STATE_FILE, metavar="FILE",
                    help="show recently exited containers and their final figures (CollectOnExit; "
                         "default file %s)" % sentinel.STATE_FILE)
-    p.add_argument("--interval", type=float, default=10.0, help="interval written into --json output")
+    p.add_argument("--interval", type=float, default=None,
+                   help="interval written into --json output (default 10); with --events, seconds between "
+                        "passes (default 2)")
+    p.add_argument("--events", action="store_true",
+                   help="print the containers' events (OOM kills, starts, exits, memory near its limit, CPU "
+                        "throttling: the plugin's notifications) as they happen, a line each (--json: JSON)")
+    p.add_argument("--passes", type=int, metavar="N", help="with --events: stop after N passes")
     return p.parse_args(argv)
 
 
@@ -253,6 +260,41 @@ def _exited(args):
     return 0
 
 
+def _events(args, options):
+    """--events: passes every --interval seconds, each event printed as the pass finds it.  Every kind of
+    event (the thresholds are the options'); the first pass only takes stock (nothing has "started")."""
+    warnings = []
+    try:
+        collector = Collector(options, warn=warnings.append)
+    except ValueError as e:
+        print("collectd-cgroups: %s" % e, file=sys.stderr)
+        return 2
+    tracker = events.Tracker(events.KINDS, memory_high=options.memory_high, memory_ok=options.memory_high - 0.1,
+                             throttled=options.throttled_share, meta=lambda c: c.meta(options.meta_labels))
+    interval = args.interval or 2.0
+    due = time.monotonic()
+    passes = 0
+    try:
+        while args.passes is None or passes < args.passes:
+            for item in collector.collect():
+                tracker.observe(item)
+            tracker.end_pass()
+            passes += 1
+            for event in tracker.take():
+                print(json.dumps(event.to_json()) if args.json else event.line(), flush=True)
+            for w in warnings:
+                print("collectd-cgroups: warning: %s" % w, file=sys.stderr)
+            del warnings[:]
+            due += interval
+            if args.passes is None or passes < args.passes:
+                time.sleep(max(0.0, due - time.monotonic()))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        collector.close()
+    return 0
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "top":           # the refreshing view: a module of its own
@@ -261,6 +303,8 @@ def main(argv=None):
     args = _parse_args(argv)
     if args.exited:
         return _exited(args)
+    if args.events:
+        return _events(args, options_from_args(args, keep_files="auto"))
     options = options_from_args(args)
     warnings = []
     try:
@@ -299,7 +343,8 @@ def main(argv=None):
     for w in warnings:
         print("collectd-cgroups: warning: %s" % w, file=sys.stderr)
     if args.json:
-        json.dump(to_collectd_json(results, socket.gethostname(), args.interval, meta_labels=options.meta_labels),
+        json.dump(to_collectd_json(results, socket.gethostname(), args.interval or 10.0,
+                                   meta_labels=options.meta_labels),
                   sys.stdout, indent=1)
         sys.stdout.write("\n")
     elif results:

@@ -4,13 +4,14 @@ the CLI and the tests share it; every error names the option at fault."""
 import dataclasses
 import os
 
-from . import containers, identifiers, network, readers
+from . import containers, events, identifiers, network, readers
 from .runtimes import oci
 
 OPTIONS = ("Runtimes", "Match", "Ignore", "Metrics", "PerCPU", "InstanceFormat", "DockerDataRoot",
            "ContainersStorage", "HostRoot", "Interface", "IgnoreSelected", "IgnoreValue",
            "Interval", "SendMeta", "CollectOnExit", "KeepFilesOpen", "Pods", "MetaLabel", "ContainerdState",
-           "ContainersRunRoot", "MaxInterfaces", "MaxDevices", "MaxValues")
+           "ContainersRunRoot", "MaxInterfaces", "MaxDevices", "MaxValues", "Notify", "MemoryHighFraction",
+           "ThrottledShare")
 
 # Options that may be given more than once (each adds to the list); any other one given twice is an error,
 # since which of the two would win is not something a reader of the configuration can tell.
@@ -67,6 +68,9 @@ class Options(object):
     max_interfaces: int = MAX_INTERFACES                # MaxInterfaces: interfaces reported per container
     max_devices: int = MAX_DEVICES                      # MaxDevices: block devices reported per container
     max_values: int = MAX_VALUES                        # MaxValues: value lists dispatched per pass
+    notify: tuple = events.DEFAULT_KINDS                # Notify: the events sent as notifications
+    memory_high: float = events.MEMORY_HIGH             # MemoryHighFraction: of the limit, for memoryhigh
+    throttled_share: float = events.THROTTLED           # ThrottledShare: of a pass's periods, for throttled
 
     def __post_init__(self):
         self.groups = tuple(self.groups)
@@ -77,6 +81,7 @@ class Options(object):
         self.ignore = list(self.ignore)
         self.interfaces = list(self.interfaces)
         self.ignore_values = list(self.ignore_values)
+        self.notify = tuple(self.notify)
 
     def interface_select(self):
         """ValueError naming the Interface option when a /regex/ is bad."""
@@ -160,6 +165,26 @@ def _number(node):
     return float(node.values[0])
 
 
+def _notify(node):
+    """``Notify "OOM" "Exit" ...`` (events.KINDS, any case), or ``Notify false``: none."""
+    if len(node.values) == 1 and node.values[0] is False:
+        return ()
+    names = []
+    for v in _strings(node):
+        if v.lower() not in events.KINDS:
+            raise ConfigError("%s: unknown event %r (known: %s; or false for none)"
+                              % (node.key, v, ", ".join(events.KINDS)))
+        names.append(v.lower())
+    return tuple(names)
+
+
+def _fraction(node):
+    value = _number(node)
+    if not value < 1:
+        raise ConfigError("%s: expects a fraction between 0 and 1, got %r" % (node.key, list(node.values)))
+    return value
+
+
 def _whole(node):
     """A whole number (collectd hands every number to Python as a float)."""
     value = _number(node)
@@ -238,6 +263,12 @@ def parse_config(node):
             opts.max_values = _whole(child)
         elif key == "keepfilesopen":
             opts.keep_files = _auto_or_bool(child)
+        elif key == "notify":
+            opts.notify = _notify(child)
+        elif key == "memoryhighfraction":
+            opts.memory_high = _fraction(child)
+        elif key == "throttledshare":
+            opts.throttled_share = _fraction(child)
         else:
             raise ConfigError("%s: unknown option (known: %s)" % (child.key, ", ".join(OPTIONS)))
     if states is not None:

@@ -4,7 +4,7 @@ Load with::
 
     <Plugin python>
       Import "collectd_cgroups.plugin"
-      <Module "collectd_cgroups.plugin">
+      <Module "collectd_cgroups">
         ...options...
       </Module>
     </Plugin>
@@ -18,7 +18,7 @@ import time
 
 import collectd
 
-from . import identifiers
+from . import events, identifiers
 from .collector import Collector, Options
 from .config import ConfigError, parse_config  # noqa: F401 (ConfigError re-exported)
 
@@ -29,6 +29,9 @@ NAME = "collectd_cgroups"
 # about 16 MiB of queued copies at its peak, and one container at a time (47 values) woke a write thread
 # for nearly every value, doubling collectd's CPU time; batches of a few thousand cost neither.
 DISPATCH_BATCH = 2048
+
+# collectd's notification messages hold 255 characters (NOTIF_MAX_MSG_LEN).
+MAX_MESSAGE = 255
 
 _clock = time.monotonic
 
@@ -61,6 +64,13 @@ class Instance(object):
         self._seen_interval = None
         # CollectOnExit (issue 6): a watcher thread with a collector of its own places sentinels and
         # dispatches each exited container's final figures from that thread (collectd.Values is thread-safe).
+        # Notify: events of the containers as notifications (events.py), said once when they happen.
+        self.tracker = None
+        if options.notify:
+            self.tracker = events.Tracker(
+                options.notify, memory_high=options.memory_high, memory_ok=options.memory_high - 0.1,
+                throttled=options.throttled_share, wait_finals=options.collect_on_exit,
+                meta=lambda c: c.meta(self.meta_labels))
         self.watcher = None
         if options.collect_on_exit:
             from . import sentinel      # imported only here: subprocess and shutil cost collectd ~1 MiB
@@ -85,9 +95,31 @@ class Instance(object):
                 v.type_instance = type_instance
                 v.values = values
                 v.dispatch()
+        if self.tracker is not None:
+            self._notify([self.tracker.final(final)])
+
+    def _notify(self, found):
+        """Dispatch events as collectd notifications; one that cannot go is logged once, never raised."""
+        for event in found:
+            if event is None:
+                continue
+            try:
+                collectd.Notification(
+                    plugin=identifiers.PLUGIN, plugin_instance=event.instance, type=event.type,
+                    type_instance=event.type_instance, severity=event.severity, message=event.message[:MAX_MESSAGE],
+                    meta=event.meta).dispatch()
+            except Exception as e:
+                self.collector.warn_once(("notify", event.kind, repr(e)), "%s: %s notification not dispatched: %r"
+                                         % (event.instance, event.kind, e), cause=("notify", type(e).__name__))
 
     def _queue(self, item):
         """The collector's sink: one container's values, dispatched with the next batch."""
+        if self.tracker is not None:
+            try:
+                self.tracker.observe(item)
+            except Exception as e:      # a bug: that container's events only
+                self.collector.warn_once(("events", repr(e)), "%s: events skipped: %r" % (item.instance, e),
+                                         cause=("events", type(e).__name__))
         self._pending.append(item)
         self._pending_values += len(item.samples)
         if self._pending_values >= DISPATCH_BATCH:
@@ -153,6 +185,9 @@ class Instance(object):
                 found = self.collector.collect(sink=self._queue, interval=interval)
             finally:
                 self._flush()
+            if self.tracker is not None:
+                self.tracker.end_pass()
+                self._notify(self.tracker.take())
             if bool(found) != self.had_containers:
                 self.had_containers = bool(found)
                 collectd.info("%s: %s" % (NAME, "%d container(s) found" % found if found else

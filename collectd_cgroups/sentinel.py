@@ -43,6 +43,7 @@ import threading
 import time
 
 from . import containers, fs, netns
+from .events import lifetime_totals
 
 MARK = "CCG_SENTINEL"
 POLL_INTERVAL = 0.5         # seconds between two looks at each container's cgroup.procs
@@ -254,29 +255,6 @@ class Final(object):
                 "watched_since": round(self.watched_since, 3), "removed": self.removed,
                 "totals": {ti: v[0] for _, ti, v in self.totals},
                 "values": [[t, ti, list(v)] for t, ti, v in self.samples]}
-
-
-def lifetime_totals(samples):
-    """The lifetime totals of a container from its final samples (absolute values)."""
-    by = {}
-    net_rx = net_tx = None
-    for type_, type_instance, values in samples:
-        by[(type_, type_instance)] = values
-        if type_ == "if_octets":
-            net_rx = (net_rx or 0) + values[0]
-            net_tx = (net_tx or 0) + values[1]
-    out = []
-    cpu = by.get(("cpu", "total"))
-    if cpu is not None:
-        out.append(("duration", "final_cpu", (cpu[0] / 100.0,)))
-    disk = by.get(("disk_octets", "total"))
-    if disk is not None:
-        out.append(("bytes", "final_disk_read", (disk[0],)))
-        out.append(("bytes", "final_disk_write", (disk[1],)))
-    if net_rx is not None:
-        out.append(("bytes", "final_net_rx", (net_rx,)))
-        out.append(("bytes", "final_net_tx", (net_tx,)))
-    return out
 
 
 class Watcher(object):
