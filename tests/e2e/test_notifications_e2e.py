@@ -36,9 +36,10 @@ _RECEIVER = textwrap.dedent("""
                                 "type_instance": n.type_instance, "message": n.message,
                                 "meta": dict(getattr(n, "meta", None) or {})}) + "\\n")
     def write(vl, data=None):
-        if vl.plugin == "container" and (vl.type, vl.type_instance) == ("cpu", "total"):
+        if vl.plugin == "container" and (vl.type, vl.type_instance) in (("cpu", "total"), ("duration", "final_cpu")):
             with open(VALUES, "a") as f:
-                f.write(json.dumps({"instance": vl.plugin_instance, "value": vl.values[0]}) + "\\n")
+                f.write(json.dumps({"instance": vl.plugin_instance, "type": vl.type, "value": vl.values[0]})
+                        + "\\n")
     collectd.register_notification(notification)
     collectd.register_write(write)
 """)
@@ -78,6 +79,11 @@ def _collectd(lab, *options):
         'Metrics "cpu" "memory" "pids"'] + list(options)], dropin=lab["dropin"])
 
 
+def _cpu(lab, instance, type_="cpu"):
+    """The cpu-total values (or final_cpu with type_ "duration") dispatched for ``instance``, in order."""
+    return [v["value"] for v in _lines(lab["values"]) if v["instance"] == instance and v["type"] == type_]
+
+
 def _of(lab, kind):
     return [n for n in _lines(lab["notes"]) if n["meta"].get("event") == kind]
 
@@ -87,13 +93,11 @@ def test_start_exit_and_churn(lab):
     old = tree.container("old")
     old.spawn(memory_mib=1).wait_ready()
     with _collectd(lab, 'Notify "Start" "Exit"') as cd:
-        harness.wait_until(lambda: any(v["instance"] == "cgroup-old" for v in _lines(lab["values"])), 30,
-                           what="a first pass")
+        harness.wait_until(lambda: _cpu(lab, "cgroup-old"), 30, what="a first pass")
         job = tree.container("job")
         job.spawn(cpu_seconds=0.5, memory_mib=8).wait_ready()
         harness.wait_until(lambda: _of(lab, "start"), 20, what="a start notification")
-        harness.wait_until(lambda: [v for v in _lines(lab["values"]) if v["instance"] == "cgroup-job"
-                                    and v["value"] >= 45], 30, what="the job's CPU seen")
+        harness.wait_until(lambda: [v for v in _cpu(lab, "cgroup-job") if v >= 45], 30, what="the job's CPU seen")
         job.remove()
         harness.wait_until(lambda: _of(lab, "exit"), 20, what="an exit notification")
         churn = []
@@ -120,7 +124,7 @@ def test_start_exit_and_churn(lab):
     assert start["severity"] == end["severity"] == 4 and start["type"] == end["type"] == "uptime"
     assert (start["type_instance"], end["type_instance"]) == ("started", "exited")
     assert start["meta"]["cgroup"] == "/%s/job" % lab["prefix"] and start["meta"]["runtime"] == "cgroup"
-    last_cpu = [v["value"] for v in _lines(lab["values"]) if v["instance"] == "cgroup-job"][-1]
+    last_cpu = _cpu(lab, "cgroup-job")[-1]
     cpu = float(re.search(r"CPU ([\d.]+) s", end["message"]).group(1))
     assert cpu == pytest.approx(last_cpu / 100.0, abs=0.006), (end["message"], last_cpu)
     assert end["message"].endswith("from the last pass)")
@@ -161,3 +165,22 @@ def test_memory_high_warns_once(lab):
     assert warn["severity"] == 2 and (warn["type"], warn["type_instance"]) == ("memory", "working_set")
     share = int(re.search(r"is (\d+)% of its limit 64.0 MiB", warn["message"]).group(1))
     assert 85 <= share <= 100, warn["message"]
+
+
+def test_with_collect_on_exit_the_exit_gives_the_final_figures(lab):
+    with _collectd(lab, 'Notify "Start" "Exit"', "CollectOnExit true") as cd:
+        harness.wait_until(lambda: "no container found" in cd.log() or "container(s) found" in cd.log(), 30,
+                           what="a first pass")
+        time.sleep(2 * INTERVAL)
+        job = lab["tree"].container("job")
+        job.spawn(cpu_seconds=0.5, memory_mib=8, exit_after=1.0)      # exits by itself: the sentinel stays
+        harness.wait_until(lambda: _of(lab, "exit"), 40, what="an exit notification")
+        harness.wait_until(lambda: _cpu(lab, "cgroup-job", "duration"), 20, what="the final figures")
+        time.sleep(4 * INTERVAL)
+        assert cd.read_failures() == []
+    (start,) = _of(lab, "start")
+    (end,) = _of(lab, "exit")
+    assert end["message"].endswith("from its final figures)"), end["message"]
+    cpu = float(re.search(r"CPU ([\d.]+) s", end["message"]).group(1))
+    (final_cpu,) = _cpu(lab, "cgroup-job", "duration")
+    assert cpu == pytest.approx(final_cpu, abs=0.006) and final_cpu >= 0.45, (end["message"], final_cpu)

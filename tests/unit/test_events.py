@@ -123,3 +123,24 @@ def test_kinds_not_wanted_say_nothing_and_meta_data_that_fail_cost_no_event():
     run(t)
     (e,) = run(t, item("y"), whole=True)
     assert e.kind == "start" and e.meta == {"event": "start"}
+
+
+def _block(text):
+    from collectd_cgroups import collectdconf
+    (block,) = collectdconf.module_blocks(collectdconf.parse(
+        '<Plugin python>\n  <Module "collectd_cgroups">\n%s\n  </Module>\n</Plugin>\n' % text))
+    return block
+
+
+def test_notify_options():
+    import pytest
+    from collectd_cgroups.config import ConfigError, Options, parse_config
+    assert Options().notify == ("oom", "memoryhigh", "throttled")
+    opts, _, _ = parse_config(_block('Notify "OOM" "exit" "Start"\nMemoryHighFraction 0.75\nThrottledShare 0.5'))
+    assert (opts.notify, opts.memory_high, opts.throttled_share) == (("oom", "exit", "start"), 0.75, 0.5)
+    assert parse_config(_block("Notify false"))[0].notify == ()
+    for text, says in (('Notify "OOMs"', "Notify: unknown event 'OOMs'"), ("MemoryHighFraction 1.5", "between 0 and 1"),
+                       ("ThrottledShare 0", "positive number")):
+        with pytest.raises(ConfigError) as e:
+            parse_config(_block(text))
+        assert says in str(e.value), e.value
