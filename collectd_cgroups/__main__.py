@@ -260,15 +260,9 @@ def _exited(args):
     return 0
 
 
-def _events(args, options):
+def _events(args, collector, options, warnings):
     """--events: passes every --interval seconds, each event printed as the pass finds it.  Every kind of
     event (the thresholds are the options'); the first pass only takes stock (nothing has "started")."""
-    warnings = []
-    try:
-        collector = Collector(options, warn=warnings.append)
-    except ValueError as e:
-        print("collectd-cgroups: %s" % e, file=sys.stderr)
-        return 2
     tracker = events.Tracker(events.KINDS, memory_high=options.memory_high, memory_ok=options.memory_high - 0.1,
                              throttled=options.throttled_share, meta=lambda c: c.meta(options.meta_labels))
     interval = args.interval or 2.0
@@ -303,15 +297,16 @@ def main(argv=None):
     args = _parse_args(argv)
     if args.exited:
         return _exited(args)
-    if args.events:
-        return _events(args, options_from_args(args, keep_files="auto"))
-    options = options_from_args(args)
+    # One pass keeps nothing open; --events makes pass after pass.
+    options = options_from_args(args, keep_files="auto" if args.events else False)
     warnings = []
     try:
         collector = Collector(options, warn=warnings.append)
     except ValueError as e:
         print("collectd-cgroups: %s" % e, file=sys.stderr)
         return 2
+    if args.events:
+        return _events(args, collector, options, warnings)
     if args.layout:
         print(collector.hierarchies().describe())
         return 0
