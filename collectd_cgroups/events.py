@@ -4,8 +4,8 @@
 event      severity type-type_instance                     when
 ========== ======== ====================================== ===============================================
 oom        FAILURE  derive-memory_oom_kill                 the kernel's OOM killer killed processes in the
-                                                           container since the last pass (v2
-                                                           ``memory.events``' ``oom_kill``)
+                                                           container since the last pass (``oom_kill`` of
+                                                           v1 memory.oom_control, v2 memory.events)
 start      OKAY     uptime-started                         first seen after the first pass (containers
                                                            there at the first pass are seen, not started)
 exit       OKAY     uptime-exited                          gone: lifetime, CPU, peak memory, block and

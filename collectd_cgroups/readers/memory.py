@@ -70,12 +70,14 @@ def v1_hierarchical_view(stat):
 class Memory(Reader):
     group = "memory"
     controller = "memory"
-    files_v1 = ("memory.stat", "memory.usage_in_bytes", "memory.max_usage_in_bytes", "memory.failcnt")
+    files_v1 = ("memory.stat", "memory.usage_in_bytes", "memory.max_usage_in_bytes", "memory.failcnt",
+                "memory.oom_control")
     files_v2 = ("memory.stat", "memory.current", "memory.peak", "memory.max", "memory.high",
                 "memory.swap.current", "memory.swap.max", "memory.events")
     # memory.stat is not declared (always read): its fields become identifiers of several types.
     yields = {"memory.usage_in_bytes": ("memory-usage", "memory-working_set"),
               "memory.max_usage_in_bytes": ("memory-max_usage",), "memory.failcnt": ("derive-memory_failcnt",),
+              "memory.oom_control": ("derive-memory_oom_kill",),
               "memory.current": ("memory-usage", "memory-working_set"), "memory.peak": ("memory-max_usage",),
               "memory.max": ("memory-limit",), "memory.high": ("memory-high",),
               "memory.swap.current": ("memory-swap_usage",), "memory.swap.max": ("memory-swap_limit",),
@@ -139,6 +141,17 @@ class Memory(Reader):
             failcnt = formats.single(failcnt, "memory.failcnt", bad)
             if failcnt is not None:
                 out.append(("derive", "memory_failcnt", (failcnt,)))
+        # memory.oom_control: oom_kill_disable, under_oom and (Linux 4.13+) oom_kill, the processes the OOM
+        # killer killed in the cgroup: v2's memory.events oom_kill, under the same identifier.
+        control = data.get("memory.oom_control")
+        if control is not None:
+            kills = _OOM_KILLS.get(control)     # nearly every container has the same few contents
+            if kills is None:
+                kills = formats.flat_keyed(control, bad, "memory.oom_control").get("oom_kill", False)
+                if len(_OOM_KILLS) < 1024 and not bad:
+                    _OOM_KILLS[control] = kills
+            if kills is not False:
+                out.append(("derive", "memory_oom_kill", (kills,)))
 
     def _parse_v1(self, data, bad):
         out = []
@@ -207,6 +220,9 @@ class Memory(Reader):
             out.extend(_stat_samples(stat, bad))
         return out
 
+
+# memory.oom_control contents already parsed -> their oom_kill count (False: a kernel without one)
+_OOM_KILLS = {}
 
 # memory.events keys (low high max oom oom_kill oom_group_kill, and those of later kernels) become
 # ``memory_<key>``: the kernel's characters only.

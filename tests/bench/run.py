@@ -473,7 +473,7 @@ LoadPlugin network
 
 # A leaner set of values, as the README's "Benchmark" section suggests for hosts where collectd's memory
 # matters more than the detail: about what `docker stats` shows (CPU, memory usage and limit, network and
-# block I/O, PIDs), 15 of the 47 values per container of the lab.
+# block I/O, PIDs), 15 of the 48 values per container of the lab.
 LEAN = ("derive-cpu_*periods", "total_time_in_ms-*", "memory-*active_*", "memory-unevictable", "memory-dirty",
         "memory-writeback", "memory-mapped_file", "memory-shmem", "memory-rss_huge", "memory-swapcached",
         "memory-max_usage", "derive-memory_*", "vmpage_action-*", "disk_*-total", "total_bytes-discard-*",

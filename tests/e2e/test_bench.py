@@ -2,7 +2,7 @@
 
 Its figures are not judged here (nothing fails on time); what is: a small run completes with its own
 cross-checks (the traced files equal ``Collector.files_read``, collectd reports the containers), sees
-every container with its 13 files a pass (and its limit file every 30 s), 47 values, network and block
+every container with its 14 files a pass (and its limit file every 30 s), 48 values, network and block
 I/O, forks nothing during passes, measures its peers (collectd's C cgroups plugin, which writes a CSV directory for every container, and
 Netdata, which charts every one), prints its tables, and leaves nothing behind: not after a normal end, not after SIGINT or SIGTERM in
 the middle of a collectd measurement, and after a SIGKILL the next run removes what the killed one left.
@@ -132,8 +132,8 @@ def test_small_run_measures_every_container_and_leaves_nothing(benches):
     assert status == 0, out[-4000:]
     for n in (3, 6):
         # every container seen, with all its files, values, network and block I/O; no fork or exec
-        assert ("(a) in-process: %d containers seen, %d with network, %d with block I/O; 13.0 files per pass "
-                "(1.0 more every 30 s: limits) and 47.0 values per container; 0 fork/exec/spawn calls in 2 passes"
+        assert ("(a) in-process: %d containers seen, %d with network, %d with block I/O; 14.0 files per pass "
+                "(1.0 more every 30 s: limits) and 48.0 values per container; 0 fork/exec/spawn calls in 2 passes"
                 % (n, n, n)) in out, out
         assert "(c) floor: " in out
     # collectd ran with the plugin and the plugin did not complain
@@ -152,7 +152,7 @@ def test_small_run_measures_every_container_and_leaves_nothing(benches):
     assert re.search(r"^\s+6\s+-?[\d.]+ \(-?\d+--?\d+\)\s+-?[\d.]+\s+[\d.]+ / \+[\d.]+ / [+-][\d.]+ / [+-][\d.]+$",
                      out, re.M), out                  # (d) and the memory split
     assert re.search(r"^\s+6\s+\(a'\) .* a'/c' [\d.]+ b/c' -?[\d.]+$", out, re.M), out
-    assert "IgnoreValue patterns (LEAN in tests/bench/run.py: 15 values per container instead of 47)" in out
+    assert "IgnoreValue patterns (LEAN in tests/bench/run.py: 15 values per container instead of 48)" in out
     # following renames (names.py): every container of the largest size watched
     assert re.search(r"^runtime names \(6 Docker containers, \d+ passes\), per container and pass: [\d.]+ us with "
                      r"renames followed through inotify \(6 watches\), [\d.]+ us without inotify .*: "
@@ -176,14 +176,14 @@ def assert_peers_measured(out, sizes):
         assert float(charts) >= 5 and float(dims) >= 10 and {"mem", "pgfaults"} <= set(names.split(", ")), out
     for n in sizes:
         rows = {label: re.search(PEER_ROW % (n, re.escape(label)), out, re.M) for label in (
-            "collectd_cgroups, default values (47 lists)", "collectd_cgroups, NETDATA_SIZED (18 lists)",
+            "collectd_cgroups, default values (48 lists)", "collectd_cgroups, NETDATA_SIZED (18 lists)",
             "collectd_cgroups, NETDATA_SIZED without network (16 lists)", "collectd C cgroups plugin, network writer",
             "collectd C cgroups plugin, CSV writer")}
         rows.update((label, re.search(PEER_ROW % (n, label), out, re.M))
                     for label in (r"Netdata 1\.37 cgroups \(\d+ charts\)",))
         assert all(rows.values()), (sorted(k for k, v in rows.items() if not v), out)
         values = {k: int(v.group(1)) for k, v in rows.items()}
-        assert values["collectd_cgroups, default values (47 lists)"] == 55
+        assert values["collectd_cgroups, default values (48 lists)"] == 56
         assert values["collectd_cgroups, NETDATA_SIZED (18 lists)"] == 22
         assert values["collectd_cgroups, NETDATA_SIZED without network (16 lists)"] == 18
         assert values["collectd C cgroups plugin, network writer"] == values["collectd C cgroups plugin, CSV writer"] == 2

@@ -184,3 +184,26 @@ def test_with_collect_on_exit_the_exit_gives_the_final_figures(lab):
     cpu = float(re.search(r"CPU ([\d.]+) s", end["message"]).group(1))
     (final_cpu,) = _cpu(lab, "cgroup-job", "duration")
     assert cpu == pytest.approx(final_cpu, abs=0.006) and final_cpu >= 0.45, (end["message"], final_cpu)
+
+
+def test_oom_kill_one_notification_per_kill(lab):
+    """A 32 MiB limit and a process that allocates past it: one FAILURE naming the container per kill (v1:
+    memory.oom_control's oom_kill; v2's memory.events in the qemu guest), with the limit in its message."""
+    box = lab["tree"].container("box")
+    box.set_memory_limit(32 * MiB)
+    box.spawn(memory_mib=1).wait_ready()        # the container lives on: its first process stays
+    with _collectd(lab, 'Notify "OOM"') as cd:
+        harness.wait_until(lambda: "container(s) found" in cd.log(), 30, what="a first pass")
+        time.sleep(2 * INTERVAL)
+        for kill in (1, 2):
+            box.spawn(memory_mib=64)            # killed by the OOM killer on its way to 64 MiB
+            harness.wait_until(lambda: len(_of(lab, "oom")) >= kill, 30, what="OOM notification %d" % kill)
+            time.sleep(3 * INTERVAL)
+            assert len(_of(lab, "oom")) == kill
+        assert cd.read_failures() == []
+    with open(box.dirs["memory"] + "/memory.oom_control") as f:
+        kills = int(dict(line.split() for line in f.read().splitlines())["oom_kill"])
+    oom = _of(lab, "oom")
+    assert kills == 2 and len(oom) == 2, (kills, oom)
+    assert all(n["severity"] == 1 and n["instance"] == "cgroup-box" and n["type_instance"] == "memory_oom_kill"
+               and "killed 1 process since the last pass (memory limit 32.0 MiB)" in n["message"] for n in oom), oom

@@ -158,6 +158,10 @@ def expected_v1(root, d, unified=None):
     out[("memory", "working_set")] = usage - ms["total_inactive_file"]
     out[("memory", "max_usage")] = int(single(root, d["memory"] + "/memory.max_usage_in_bytes"))
     out[("derive", "memory_failcnt")] = int(single(root, d["memory"] + "/memory.failcnt"))
+    if os.path.exists(os.path.join(root, d["memory"].lstrip("/"), "memory.oom_control")):
+        control = flat(root, d["memory"] + "/memory.oom_control")
+        if "oom_kill" in control:           # Linux 4.13+
+            out[("derive", "memory_oom_kill")] = control["oom_kill"]
     for key, instance in (("hierarchical_memory_limit", "limit"), ("hierarchical_memsw_limit", "memsw_limit")):
         if ms[key] != fu.NO_LIMIT_V1:
             out[("memory", instance)] = ms[key]
