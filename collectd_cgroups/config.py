@@ -10,7 +10,7 @@ from .runtimes import oci
 OPTIONS = ("Runtimes", "Match", "Ignore", "Metrics", "PerCPU", "InstanceFormat", "DockerDataRoot",
            "ContainersStorage", "HostRoot", "Interface", "IgnoreSelected", "IgnoreValue",
            "Interval", "SendMeta", "CollectOnExit", "KeepFilesOpen", "Pods", "MetaLabel", "ContainerdState",
-           "ContainersRunRoot", "MaxInterfaces", "MaxDevices", "MaxValues", "Notify", "MemoryHighFraction",
+           "ContainersRunRoot", "MaxInterfaces", "MaxDevices", "MaxValues", "Notify", "MemoryHighShare",
            "ThrottledShare")
 
 # Options that may be given more than once (each adds to the list); any other one given twice is an error,
@@ -69,7 +69,7 @@ class Options(object):
     max_devices: int = MAX_DEVICES                      # MaxDevices: block devices reported per container
     max_values: int = MAX_VALUES                        # MaxValues: value lists dispatched per pass
     notify: tuple = events.DEFAULT_KINDS                # Notify: the events sent as notifications
-    memory_high: float = events.MEMORY_HIGH             # MemoryHighFraction: of the limit, for memoryhigh
+    memory_high: float = events.MEMORY_HIGH             # MemoryHighShare: of the limit, for memoryhigh
     throttled_share: float = events.THROTTLED           # ThrottledShare: of a pass's periods, for throttled
 
     def __post_init__(self):
@@ -265,7 +265,7 @@ def parse_config(node):
             opts.keep_files = _auto_or_bool(child)
         elif key == "notify":
             opts.notify = _notify(child)
-        elif key == "memoryhighfraction":
+        elif key == "memoryhighshare":
             opts.memory_high = _fraction(child)
         elif key == "throttledshare":
             opts.throttled_share = _fraction(child)

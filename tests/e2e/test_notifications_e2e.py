@@ -157,7 +157,7 @@ def test_memory_high_warns_once(lab):
     fat = lab["tree"].container("fat")
     fat.set_memory_limit(64 * MiB)
     fat.spawn(memory_mib=60).wait_ready()
-    with _collectd(lab, 'Notify "MemoryHigh"', "MemoryHighFraction 0.85") as cd:
+    with _collectd(lab, 'Notify "MemoryHigh"', "MemoryHighShare 0.85") as cd:
         harness.wait_until(lambda: _of(lab, "memoryhigh"), 30, what="a memory warning")
         time.sleep(3 * INTERVAL)
         assert cd.read_failures() == []

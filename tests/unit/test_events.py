@@ -136,10 +136,10 @@ def test_notify_options():
     import pytest
     from collectd_cgroups.config import ConfigError, Options, parse_config
     assert Options().notify == ("oom", "memoryhigh", "throttled")
-    opts, _, _ = parse_config(_block('Notify "OOM" "exit" "Start"\nMemoryHighFraction 0.75\nThrottledShare 0.5'))
+    opts, _, _ = parse_config(_block('Notify "OOM" "exit" "Start"\nMemoryHighShare 0.75\nThrottledShare 0.5'))
     assert (opts.notify, opts.memory_high, opts.throttled_share) == (("oom", "exit", "start"), 0.75, 0.5)
     assert parse_config(_block("Notify false"))[0].notify == ()
-    for text, says in (('Notify "OOMs"', "Notify: unknown event 'OOMs'"), ("MemoryHighFraction 1.5", "between 0 and 1"),
+    for text, says in (('Notify "OOMs"', "Notify: unknown event 'OOMs'"), ("MemoryHighShare 1.5", "between 0 and 1"),
                        ("ThrottledShare 0", "positive number")):
         with pytest.raises(ConfigError) as e:
             parse_config(_block(text))
