@@ -263,7 +263,7 @@ def _exited(args):
 def _events(args, collector, options, warnings):
     """--events: passes every --interval seconds, each event printed as the pass finds it.  Every kind of
     event (the thresholds are the options'); the first pass only takes stock (nothing has "started")."""
-    tracker = events.Tracker(events.KINDS, memory_high=options.memory_high, memory_ok=options.memory_high - 0.1,
+    tracker = events.Tracker(events.KINDS, memory_high=options.memory_high,
                              throttled=options.throttled_share, meta=lambda c: c.meta(options.meta_labels))
     interval = args.interval or 2.0
     due = time.monotonic()

@@ -31,7 +31,8 @@ OKAY, WARNING, FAILURE = 4, 2, 1        # collectd's NOTIF_OKAY, NOTIF_WARNING, 
 SEVERITY_NAMES = {OKAY: "OKAY", WARNING: "WARNING", FAILURE: "FAILURE"}
 KINDS = ("oom", "start", "exit", "memoryhigh", "throttled")
 DEFAULT_KINDS = ("oom", "memoryhigh", "throttled")
-MEMORY_HIGH, MEMORY_OK = 0.9, 0.8
+MEMORY_HIGH = 0.9
+MEMORY_HYSTERESIS = 0.1     # memoryhigh is OKAY again this far below MEMORY_HIGH (MemoryHighShare)
 THROTTLED = 0.25
 EXIT_GRACE = 2      # passes an exit waits for its final figures when CollectOnExit is on
 
@@ -88,7 +89,7 @@ def _mib(n):
 
 
 def _exit_summary(samples):
-    """What an exit says of the container's life, from its samples."""
+    """What an exit says of the container's life, from its samples (those :func:`_for_exit` keeps)."""
     totals = dict((ti, v[0]) for _, ti, v in lifetime_totals(samples))
     peak = next((v[0] for t, ti, v in samples if (t, ti) == ("memory", "max_usage")), None)
     parts = []
@@ -100,7 +101,15 @@ def _exit_summary(samples):
         parts.append("block read %d B, written %d B" % (totals["final_disk_read"], totals["final_disk_write"]))
     if "final_net_rx" in totals:
         parts.append("network rx %d B, tx %d B" % (totals["final_net_rx"], totals["final_net_tx"]))
-    return ", ".join(parts) or "no figures", totals, peak
+    return ", ".join(parts) or "no figures"
+
+
+def _for_exit(samples):
+    """The samples an exit needs, kept between passes for containers that may go (not a whole pass's)."""
+    return [s for s in samples if s[0] == "if_octets" or (s[0], s[1]) in _EXIT_FIGURES]
+
+
+_EXIT_FIGURES = frozenset((("cpu", "total"), ("memory", "max_usage"), ("disk_octets", "total")))
 
 
 class _State(object):
@@ -114,7 +123,7 @@ class _State(object):
         self.periods = None         # cpu periods and throttled periods at the last pass
         self.throttled = None
         self.throttling = False     # throttled warned and not yet okay
-        self.item = None            # the container's last ContainerSamples
+        self.item = None            # the container's last ContainerSamples, reduced (_for_exit), for its exit
         self.gone = None            # passes since it was last seen (waiting for its final figures)
 
 
@@ -124,10 +133,11 @@ class Tracker(object):
     events wanted; ``wait_finals``: CollectOnExit is on (an exit waits EXIT_GRACE passes for the final
     figures before it is said from the last pass); ``meta``: container -> the events' meta data."""
 
-    def __init__(self, kinds=DEFAULT_KINDS, memory_high=MEMORY_HIGH, memory_ok=MEMORY_OK, throttled=THROTTLED,
+    def __init__(self, kinds=DEFAULT_KINDS, memory_high=MEMORY_HIGH, memory_ok=None, throttled=THROTTLED,
                  wait_finals=False, meta=None, clock=time.time):
         self.kinds = frozenset(kinds)
-        self.memory_high, self.memory_ok, self.throttled = memory_high, memory_ok, throttled
+        self.memory_high, self.throttled = memory_high, throttled
+        self.memory_ok = memory_ok if memory_ok is not None else memory_high - MEMORY_HYSTERESIS
         self.wait_finals = wait_finals
         self.meta = meta or (lambda container: container.meta(()))
         self.clock = clock
@@ -162,7 +172,8 @@ class Tracker(object):
                 self._emit("start", OKAY, item, "uptime", "started",
                            "%s started (%s %s%s)" % (item.instance, item.container.runtime,
                                                      item.container.cgroup, image))
-        state.item = item
+        if "exit" in self.kinds:
+            state.item = item._replace(samples=_for_exit(item.samples))
         state.gone = None
         self._oom(state, item, figures)
         self._memory(state, item, figures)
@@ -254,7 +265,7 @@ class Tracker(object):
         return self._exit(final, final.samples, self.states.get(key), "its final figures")
 
     def _exit(self, item, samples, state, source):
-        summary, _, _ = _exit_summary(samples)
+        summary = _exit_summary(samples)
         if state is None:
             life = "lifetime unknown"
         else:

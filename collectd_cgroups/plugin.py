@@ -68,7 +68,7 @@ class Instance(object):
         self.tracker = None
         if options.notify:
             self.tracker = events.Tracker(
-                options.notify, memory_high=options.memory_high, memory_ok=options.memory_high - 0.1,
+                options.notify, memory_high=options.memory_high,
                 throttled=options.throttled_share, wait_finals=options.collect_on_exit,
                 meta=lambda c: c.meta(self.meta_labels))
         self.watcher = None
